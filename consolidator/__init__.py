@@ -1,0 +1,10 @@
+"""consolidator: exchange market data into shared-memory rings and a durable journal."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("consolidator")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

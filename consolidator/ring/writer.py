@@ -1,0 +1,357 @@
+"""The single writer of a ring: create or reopen the file, publish records, heartbeat.
+
+Publishing never blocks and never makes a system call: a few stores into the mapping. Readers that
+fall a whole ring behind are lapped; that is their loss to count, not the writer's problem.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from consolidator.errors import RecordError, RingError, RingFormatError, RingFullError, RingLockedError
+from consolidator.ring.layout import (
+    DESCRIPTOR,
+    HEADER_SIZE,
+    HEAP_ALIGN,
+    MAGIC,
+    OFF_HEAP_INTENT,
+    OFF_HEARTBEAT,
+    OFF_MAGIC,
+    OFF_TAIL,
+    OFF_TAIL_INTENT,
+    OFF_WRITER_GENERATION,
+    OFF_WRITER_PID,
+    OFF_WRITER_STATE,
+    U64,
+    WRITER_INFO,
+    RingKind,
+    RingLayout,
+    WriterState,
+    pack_static,
+    read_layout,
+)
+
+__all__ = ["FixedRingWriter", "RingWriter", "VariableRingWriter"]
+
+FILE_MODE: Final = 0o640
+_pack_u64 = U64.pack_into
+_unpack_u64 = U64.unpack_from
+
+
+class RingWriter:
+    """What every ring writer does: own the file (flock), its header, heartbeat and shutdown.
+
+    Args:
+        path: the ring file (``{shm_dir}/{feed}/{stream}.ring``).
+        layout: the layout wanted. An existing file with a compatible layout is reopened and its
+            sequence continues; an incompatible or unreadable one is replaced by a new file (new
+            epoch) that continues the old sequence, and the old one is marked superseded.
+        first_seq: the lowest sequence number to continue from (e.g. the journal's next sequence
+            after a reboot). A ring whose tail is below it is replaced.
+        clock: nanosecond wall clock, for ``ts_commit``, epoch and heartbeat.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        layout: RingLayout,
+        *,
+        first_seq: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = path
+        self.layout = layout
+        self._clock = clock
+        self._closed = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RingError(f"cannot create ring directory {path.parent}: {exc.strerror}") from None
+        opened = self._open_existing(first_seq)
+        fd, mm = opened if opened is not None else self._create(first_seq, replacing=None)
+        self._fd = fd
+        self._mm = mm
+        info = read_layout(mm, len(mm), path)
+        self.epoch = info.epoch
+        self.first_seq = info.first_seq
+        self._tail: int = _unpack_u64(mm, OFF_TAIL)[0]
+        self._intent: int = max(_unpack_u64(mm, OFF_TAIL_INTENT)[0], self._tail)
+        self._heap_intent: int = _unpack_u64(mm, OFF_HEAP_INTENT)[0]
+        (generation,) = _unpack_u64(mm, OFF_WRITER_GENERATION)
+        now = clock()
+        WRITER_INFO.pack_into(
+            mm, OFF_WRITER_PID, os.getpid(), generation + 1, now, now, WriterState.LIVE
+        )
+        self.generation = generation + 1
+        self._intent_chunk = max(1, min(256, layout.capacity >> 6))
+        self._mask = layout.capacity - 1
+
+    # -- file management ----------------------------------------------------------------------
+
+    def _open_existing(self, first_seq: int) -> tuple[int, mmap.mmap] | None:
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RingError(f"cannot open ring {self.path}: {exc.strerror}") from None
+        try:
+            self._lock(fd)
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size) if size else None
+            try:
+                info = read_layout(mm, size, self.path) if mm is not None else None
+            except RingFormatError:
+                info = None
+            if mm is not None and info is not None and info.layout.compatible(self.layout):
+                tail = _unpack_u64(mm, OFF_TAIL)[0]
+                if tail >= first_seq:
+                    return fd, mm
+            # Replace: continue the old sequence in a new file; mark the old one superseded.
+            old_tail = _unpack_u64(mm, OFF_TAIL)[0] if mm is not None and info is not None else 0
+            new_fd, new_mm = self._create(max(first_seq, old_tail), replacing=mm)
+        except BaseException:
+            os.close(fd)
+            raise
+        if mm is not None:
+            mm.close()
+        os.close(fd)
+        return new_fd, new_mm
+
+    def _lock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = "?"
+            try:
+                with open(fd, "rb", closefd=False) as f:
+                    f.seek(OFF_WRITER_PID)
+                    pid = str(int.from_bytes(f.read(8), "little"))
+            except OSError:
+                pass
+            raise RingLockedError(f"ring {self.path} is held by another writer (pid {pid})") from None
+
+    def _create(self, first_seq: int, replacing: mmap.mmap | None) -> tuple[int, mmap.mmap]:
+        layout = self.layout
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        except OSError as exc:
+            raise RingError(f"cannot create ring {self.path}: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, FILE_MODE)
+            try:
+                os.posix_fallocate(fd, 0, layout.file_size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise RingFullError(
+                        f"cannot create ring {self.path}: no space for {layout.file_size} bytes "
+                        f"in {self.path.parent} ({exc.strerror})"
+                    ) from None
+                raise RingError(f"cannot allocate ring {self.path}: {exc.strerror}") from None
+            self._lock(fd)
+            mm = mmap.mmap(fd, layout.file_size)
+            pack_static(mm, layout, self._clock(), first_seq)
+            _pack_u64(mm, OFF_TAIL_INTENT, first_seq)
+            _pack_u64(mm, OFF_TAIL, first_seq)
+            _pack_u64(mm, OFF_MAGIC, MAGIC)
+            os.rename(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        if replacing is not None:
+            _pack_u64(replacing, OFF_WRITER_STATE, WriterState.SUPERSEDED)
+        return fd, mm
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next published record gets."""
+        return self._tail
+
+    def heartbeat(self, now_ns: int | None = None) -> None:
+        """Tell readers the writer is alive. Call from the event loop, not per record."""
+        _pack_u64(self._mm, OFF_HEARTBEAT, self._clock() if now_ns is None else now_ns)
+
+    def close(self, state: WriterState = WriterState.STOPPED) -> None:
+        """Mark the writer stopped, unmap, and release the lock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.heartbeat()
+        _pack_u64(self._mm, OFF_WRITER_STATE, state)
+        self._mm.close()
+        os.close(self._fd)
+
+    def __enter__(self) -> RingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FixedRingWriter(RingWriter):
+    """Publishes fixed-size records (trades, quotes).
+
+    The record struct's first four fields are ``seq, ts_event, ts_recv, ts_commit``; the writer
+    fills ``seq`` and ``ts_commit``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        layout: RingLayout,
+        record: Callable[..., None],
+        dtype: np.dtype[np.void],
+        *,
+        first_seq: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if layout.kind is not RingKind.FIXED or dtype.itemsize != layout.slot_size:
+            raise RingFormatError(f"{path}: record size {dtype.itemsize} != slot size")
+        super().__init__(path, layout, first_seq=first_seq, clock=clock)
+        self._pack = record
+        self._dtype = dtype
+        self._slots = np.frombuffer(self._mm, dtype, layout.capacity, HEADER_SIZE)
+        self._size = layout.slot_size
+
+    def publish(self, ts_event: int, ts_recv: int, *body: int) -> int:
+        """Publish one record; returns its sequence number."""
+        seq = self._tail
+        mm = self._mm
+        if seq >= self._intent:
+            self._intent = seq + self._intent_chunk
+            _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
+        self._pack(
+            mm,
+            HEADER_SIZE + (seq & self._mask) * self._size,
+            seq,
+            ts_event,
+            ts_recv,
+            self._clock(),
+            *body,
+        )
+        self._tail = seq + 1
+        _pack_u64(mm, OFF_TAIL, seq + 1)
+        return seq
+
+    def publish_batch(self, records: np.ndarray) -> int:
+        """Publish a structured array of records; fills its ``seq`` and ``ts_commit`` in place.
+
+        Returns the sequence number of the first record.
+        """
+        if records.dtype != self._dtype:
+            raise RecordError(f"batch dtype {records.dtype} does not match the ring's record")
+        first = self._tail
+        step = max(1, self.layout.capacity // 2)
+        mm = self._mm
+        for lo in range(0, len(records), step):
+            chunk = records[lo : lo + step]
+            n = len(chunk)
+            seq = self._tail
+            chunk["seq"] = np.arange(seq, seq + n, dtype=np.uint64)
+            chunk["ts_commit"] = self._clock()
+            if seq + n > self._intent:
+                self._intent = seq + n + self._intent_chunk
+                _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
+            start = seq & self._mask
+            first_part = min(n, self.layout.capacity - start)
+            self._slots[start : start + first_part] = chunk[:first_part]
+            if first_part < n:
+                self._slots[: n - first_part] = chunk[first_part:]
+            self._tail = seq + n
+            _pack_u64(mm, OFF_TAIL, seq + n)
+        return first
+
+
+class VariableRingWriter(RingWriter):
+    """Publishes variable-length payloads (depth, snapshots, events, raw frames)."""
+
+    def __init__(
+        self,
+        path: Path,
+        layout: RingLayout,
+        *,
+        first_seq: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if layout.kind is not RingKind.VARIABLE:
+            raise RingFormatError(f"{path}: not a variable ring layout")
+        super().__init__(path, layout, first_seq=first_seq, clock=clock)
+        mm = self._mm
+        self._heap_tail = 0
+        if self._tail > self.first_seq:
+            last = self._tail - 1
+            seq, pos, _, length, _, _ = DESCRIPTOR.unpack_from(
+                mm, HEADER_SIZE + (last & self._mask) * DESCRIPTOR.size
+            )
+            if seq != last:
+                raise RingFormatError(f"{path}: descriptor of seq {last} holds seq {seq}")
+            self._heap_tail = _align(pos + length)
+        self._heap_size = layout.heap_size
+        self._heap_mask = layout.heap_size - 1
+        self._heap_off = layout.heap_offset
+        self._heap_chunk = max(HEAP_ALIGN, layout.heap_size >> 6)
+        self._max_payload = layout.max_payload
+
+    def publish(self, record_type: int, payload: bytes | bytearray | memoryview, flags: int = 0) -> int:
+        """Publish one payload; returns its sequence number.
+
+        Raises:
+            RecordError: the payload is larger than a quarter of the heap.
+        """
+        n = len(payload)
+        if n > self._max_payload:
+            raise RecordError(
+                f"{self.path.name}: record of {n} bytes exceeds the ring's limit of "
+                f"{self._max_payload} bytes"
+            )
+        mm = self._mm
+        seq = self._tail
+        pos = self._heap_tail
+        end = pos + n
+        if end > self._heap_intent:
+            self._heap_intent = end + self._heap_chunk
+            _pack_u64(mm, OFF_HEAP_INTENT, self._heap_intent)
+        if seq >= self._intent:
+            self._intent = seq + self._intent_chunk
+            _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
+        start = pos & self._heap_mask
+        base = self._heap_off
+        room = self._heap_size - start
+        if n <= room:
+            mm[base + start : base + start + n] = payload
+        else:
+            view = memoryview(payload)
+            mm[base + start : base + self._heap_size] = view[:room]
+            mm[base : base + n - room] = view[room:]
+        DESCRIPTOR.pack_into(
+            mm,
+            HEADER_SIZE + (seq & self._mask) * DESCRIPTOR.size,
+            seq,
+            pos,
+            self._clock(),
+            n,
+            record_type,
+            flags,
+        )
+        self._heap_tail = (end + 7) & ~7
+        self._tail = seq + 1
+        _pack_u64(mm, OFF_TAIL, seq + 1)
+        return seq
+
+
+def _align(value: int) -> int:
+    return (value + HEAP_ALIGN - 1) & ~(HEAP_ALIGN - 1)
+
