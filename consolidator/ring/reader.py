@@ -242,7 +242,7 @@ class RingReader:
             mm.close()
             raise RingFormatError(f"{self.path}: replaced by a ring of another kind")
         old = self._mm
-        self._attach(mm, inode, info)
+        self._attach(mm, inode, info)  # rebinds the numpy views, releasing the old mapping's
         old.close()
         if self.position < self.first_seq:
             self._lose(self.position, self.first_seq - self.position, "ring replaced")
@@ -275,7 +275,9 @@ class RingReader:
                     self.refresh()
 
     def close(self) -> None:
-        """Unmap the ring."""
+        """Unmap the ring (numpy views over the mapping are dropped first)."""
+        for name in ("_slots", "_descs", "_heap"):
+            self.__dict__.pop(name, None)
         self._mm.close()
 
     def __enter__(self) -> RingReader:

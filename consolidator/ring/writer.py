@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -43,6 +43,8 @@ from consolidator.ring.layout import (
 __all__ = ["FixedRingWriter", "RingWriter", "VariableRingWriter"]
 
 FILE_MODE: Final = 0o640
+# Pre-fault the whole mapping once, so the first lap does not pay a page fault per page.
+_MAP_FLAGS: Final = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _pack_u64 = U64.pack_into
 _unpack_u64 = U64.unpack_from
 
@@ -107,7 +109,7 @@ class RingWriter:
         try:
             self._lock(fd)
             size = os.fstat(fd).st_size
-            mm = mmap.mmap(fd, size) if size else None
+            mm = mmap.mmap(fd, size, flags=_MAP_FLAGS) if size else None
             try:
                 info = read_layout(mm, size, self.path) if mm is not None else None
             except RingFormatError:
@@ -159,7 +161,7 @@ class RingWriter:
                     ) from None
                 raise RingError(f"cannot allocate ring {self.path}: {exc.strerror}") from None
             self._lock(fd)
-            mm = mmap.mmap(fd, layout.file_size)
+            mm = mmap.mmap(fd, layout.file_size, flags=_MAP_FLAGS)
             pack_static(mm, layout, self._clock(), first_seq)
             _pack_u64(mm, OFF_TAIL_INTENT, first_seq)
             _pack_u64(mm, OFF_TAIL, first_seq)
@@ -191,6 +193,7 @@ class RingWriter:
         self._closed = True
         self.heartbeat()
         _pack_u64(self._mm, OFF_WRITER_STATE, state)
+        self.__dict__.pop("_slots", None)
         self._mm.close()
         os.close(self._fd)
 
@@ -201,12 +204,41 @@ class RingWriter:
         self.close()
 
 
+_PUBLISH_TEMPLATE: Final = """
+def factory(mm, pack, pack_u64, clock, mask, size, chunk, tail, intent):
+    def publish(ts_event, ts_recv, {body}):
+        nonlocal tail, intent
+        seq = tail
+        if seq >= intent:
+            intent = seq + chunk
+            pack_u64(mm, {off_intent}, intent)
+        pack(mm, {header} + (seq & mask) * size, seq, ts_event, ts_recv, clock(), {body})
+        tail = seq + 1
+        pack_u64(mm, {off_tail}, tail)
+        return seq
+
+    def sync(new_tail, new_intent):
+        nonlocal tail, intent
+        tail, intent = new_tail, new_intent
+
+    def state():
+        return tail, intent
+
+    return publish, sync, state
+"""
+
+
 class FixedRingWriter(RingWriter):
     """Publishes fixed-size records (trades, quotes).
 
-    The record struct's first four fields are ``seq, ts_event, ts_recv, ts_commit``; the writer
-    fills ``seq`` and ``ts_commit``.
+    The record's first four fields are ``seq, ts_event, ts_recv, ts_commit``; the writer fills
+    ``seq`` and ``ts_commit``. ``publish`` is generated for the record's field list (as
+    `collections.namedtuple` does) because explicit arguments and closure cells make it about twice
+    as fast as a generic ``*args`` method with attribute state.
     """
+
+    publish: Callable[..., int]
+    """``publish(ts_event, ts_recv, *fields_after_ts_commit) -> seq``: publish one record."""
 
     def __init__(
         self,
@@ -220,31 +252,37 @@ class FixedRingWriter(RingWriter):
     ) -> None:
         if layout.kind is not RingKind.FIXED or dtype.itemsize != layout.slot_size:
             raise RingFormatError(f"{path}: record size {dtype.itemsize} != slot size")
+        names = dtype.names or ()
+        if names[:4] != ("seq", "ts_event", "ts_recv", "ts_commit"):
+            raise RingFormatError(f"record must start with seq, ts_event, ts_recv, ts_commit: {names}")
         super().__init__(path, layout, first_seq=first_seq, clock=clock)
-        self._pack = record
         self._dtype = dtype
         self._slots = np.frombuffer(self._mm, dtype, layout.capacity, HEADER_SIZE)
-        self._size = layout.slot_size
-
-    def publish(self, ts_event: int, ts_recv: int, *body: int) -> int:
-        """Publish one record; returns its sequence number."""
-        seq = self._tail
-        mm = self._mm
-        if seq >= self._intent:
-            self._intent = seq + self._intent_chunk
-            _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
-        self._pack(
-            mm,
-            HEADER_SIZE + (seq & self._mask) * self._size,
-            seq,
-            ts_event,
-            ts_recv,
-            self._clock(),
-            *body,
+        source = _PUBLISH_TEMPLATE.format(
+            body=", ".join(names[4:]),
+            header=HEADER_SIZE,
+            off_intent=OFF_TAIL_INTENT,
+            off_tail=OFF_TAIL,
         )
-        self._tail = seq + 1
-        _pack_u64(mm, OFF_TAIL, seq + 1)
-        return seq
+        namespace: dict[str, Any] = {}
+        exec(source, namespace)  # noqa: S102 - generated from dtype field names (identifiers)
+        self.publish, self._sync, self._state = namespace["factory"](
+            self._mm,
+            record,
+            _pack_u64,
+            clock,
+            self._mask,
+            layout.slot_size,
+            self._intent_chunk,
+            self._tail,
+            self._intent,
+        )
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next published record gets."""
+        tail: int = self._state()[0]
+        return tail
 
     def publish_batch(self, records: np.ndarray) -> int:
         """Publish a structured array of records; fills its ``seq`` and ``ts_commit`` in place.
@@ -253,25 +291,26 @@ class FixedRingWriter(RingWriter):
         """
         if records.dtype != self._dtype:
             raise RecordError(f"batch dtype {records.dtype} does not match the ring's record")
-        first = self._tail
+        tail, intent = self._state()
+        first = tail
         step = max(1, self.layout.capacity // 2)
         mm = self._mm
         for lo in range(0, len(records), step):
             chunk = records[lo : lo + step]
             n = len(chunk)
-            seq = self._tail
-            chunk["seq"] = np.arange(seq, seq + n, dtype=np.uint64)
+            chunk["seq"] = np.arange(tail, tail + n, dtype=np.uint64)
             chunk["ts_commit"] = self._clock()
-            if seq + n > self._intent:
-                self._intent = seq + n + self._intent_chunk
-                _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
-            start = seq & self._mask
+            if tail + n > intent:
+                intent = tail + n + self._intent_chunk
+                _pack_u64(mm, OFF_TAIL_INTENT, intent)
+            start = tail & self._mask
             first_part = min(n, self.layout.capacity - start)
             self._slots[start : start + first_part] = chunk[:first_part]
             if first_part < n:
                 self._slots[: n - first_part] = chunk[first_part:]
-            self._tail = seq + n
-            _pack_u64(mm, OFF_TAIL, seq + n)
+            tail += n
+            _pack_u64(mm, OFF_TAIL, tail)
+        self._sync(tail, intent)
         return first
 
 

@@ -1,0 +1,136 @@
+"""The simulator as a real subprocess: first line, signals, usage errors, throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from .helpers import RECORDED, REPO, RawWs, get_json, run, spawn_sim, unwrap
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_line_and_clean_signal_exit(sig: signal.Signals, tmp_path: Path) -> None:
+    truth = tmp_path / "truth.jsonl"
+    with spawn_sim("--symbols", "BTCUSDT,ETHUSDT", "--rate", "3000", "--truth-log", str(truth)) as (
+        proc,
+        info,
+    ):
+        assert info["pid"] == proc.pid
+        assert info["venue"] == "binance"
+        assert info["ws_url"].startswith("ws://127.0.0.1:")
+        assert info["rest_url"].startswith("http://127.0.0.1:")
+
+        async def probe() -> None:
+            async with connect(info["ws_url"] + "/ws/btcusdt@trade") as ws:
+                trade = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert trade["e"] == "trade"
+            depth = await get_json(info["rest_url"] + "/api/v3/depth?symbol=ETHUSDT&limit=5")
+            assert len(depth["bids"]) == 5
+
+        run(probe())
+        proc.send_signal(sig)
+        assert proc.wait(10) == 0
+    lines = truth.read_text().splitlines()
+    assert lines
+    assert set(json.loads(lines[0])) == {
+        "symbol",
+        "trade_id",
+        "agg_id",
+        "price",
+        "qty",
+        "side",
+        "time",
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--venue", "kraken"],
+        ["--fault", "explode"],
+        ["--rate", "-5"],
+        ["--symbols", "btc-usdt"],
+        ["--mode", "replay", "--replay-dir", "/nonexistent/dir"],
+        ["--mode", "replay", "--replay-dir", "/tmp", "--replay-prefix", "NOPE"],
+        ["--port", "70000"],
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "consolidator.sim.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == b""
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("consolidator sim: error:")
+
+
+def test_duration_exits_zero() -> None:
+    start = time.monotonic()
+    with spawn_sim("--duration", "0.5", "--rate", "100") as (proc, _):
+        assert proc.wait(10) == 0
+    assert time.monotonic() - start < 8
+
+
+@pytest.mark.skipif(not RECORDED.is_dir(), reason="recorded data not available")
+def test_replay_subprocess_usdm() -> None:
+    with spawn_sim("--venue", "binance-usdm", "--mode", "replay", "--speed", "max") as (_, info):
+        assert (info["venue"], info["mode"]) == ("binance-usdm", "replay")
+
+        async def probe() -> None:
+            url = info["ws_url"] + "/public/stream?streams=sushiusdt@depth@100ms"
+            async with connect(url, max_queue=None) as ws:
+                stream, data = unwrap(await asyncio.wait_for(ws.recv(), 5))
+            assert stream == "sushiusdt@depth@100ms"
+            assert data["pu"] <= data["U"] or data["pu"] < data["u"]
+            info_body = await get_json(info["rest_url"] + "/fapi/v1/exchangeInfo")
+            assert info_body["futuresType"] == "U_MARGINED"
+
+        run(probe())
+
+
+@pytest.mark.slow
+def test_throughput_beyond_target() -> None:
+    """At ``--rate max`` one all-streams connection receives tens of thousands of frames/s."""
+    with spawn_sim("--rate", "max", "--symbols", "8") as (_, info):
+        streams = "/".join(
+            f"{s.lower()}@{k}" for s in info["symbols"] for k in ("trade", "aggTrade", "bookTicker")
+        )
+
+        async def measure() -> float:
+            ws = await RawWs.connect(info["ws_url"] + "/stream?streams=" + streams)
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(0.5)
+            before = await get_json(info["rest_url"] + "/sim/stats")
+            start = loop.time()
+            received = 0
+            while loop.time() - start < 2.0:
+                received += len(await ws.reader.read(1 << 20))
+            after = await get_json(info["rest_url"] + "/sim/stats")
+            elapsed = loop.time() - start
+            await ws.close()
+
+            def sent(stats: dict[str, dict[str, dict[str, dict[str, int]]]]) -> int:
+                return sum(sum(s["sent"].values()) for s in stats["symbols"].values())
+
+            assert received > 0
+            return (sent(after) - sent(before)) / elapsed
+
+        rate = run(measure())
+        print(f"simulator throughput: {rate:.0f} frames/s")
+        assert rate > 30000
