@@ -11,7 +11,8 @@ writer reopens it and continues). Layout (all little-endian)::
 
     entry (64 bytes): u16 length, then the UTF-8 name (at most 62 bytes), zero padded
 
-The writer stores an entry, then ``count`` (one aligned 8-byte store; x86-64 keeps stores in order),
+The writer stores an entry, then ``count`` (one aligned 8-byte store through a ``memoryview`` cast,
+never ``struct.pack_into``, which zero-fills first; x86-64 keeps stores in order),
 so a reader that sees ``count = n`` can read entries ``0..n-1`` safely. Magic is written last when
 the file is created.
 """
@@ -79,6 +80,7 @@ class SymbolTable:
             raise SymbolTableError(f"{path}: another writer holds this symbol table") from None
         self._fd = fd
         self._mm = mmap.mmap(fd, os.fstat(fd).st_size)
+        self._words = memoryview(self._mm).cast("Q")
         self._capacity, count = _read_header(self._mm, path)
         self._names = [_entry(self._mm, i) for i in range(count)]
         self._ids = {name: i for i, name in enumerate(self._names)}
@@ -133,13 +135,14 @@ class SymbolTable:
         offset = HEADER_SIZE + index * ENTRY_SIZE
         self._mm[offset + 2 : offset + 2 + len(encoded)] = encoded
         _LEN.pack_into(self._mm, offset, len(encoded))
-        _U64.pack_into(self._mm, _COUNT_OFF, index + 1)
+        self._words[_COUNT_OFF // 8] = index + 1
         self._names.append(name)
         self._ids[name] = index
         return index
 
     def close(self) -> None:
         """Unmap and release the writer lock."""
+        self._words.release()
         self._mm.close()
         os.close(self._fd)
 

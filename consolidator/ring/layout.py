@@ -50,8 +50,11 @@ alone could not catch a copy torn by an overwrite that begins after the word was
 
 This ordering argument needs stores to become visible in program order and loads not to pass
 earlier loads: true on x86-64 (TSO), which is what this runs on. Each control word is an aligned
-8-byte integer written by one ``struct.Struct('<Q').pack_into`` call, which CPython performs as a
-single 8-byte store. Floats are never used for control words.
+8-byte integer stored and loaded through a ``memoryview`` cast to ``'Q'`` (`words`): CPython does
+that with one 8-byte ``memcpy``, a single store. ``struct.pack_into`` must NOT be used for control
+words: it zero-fills its target before packing (``s_pack_internal`` memsets), so a reader can see a
+transient 0 (found by the multi-process stress test: a zero ``tail_intent`` let a torn record
+through). Floats are never used for control words.
 
 The writer may store ``tail_intent`` a few records ahead (in chunks) to save stores; readers then
 treat a few more records as overwritten than strictly were, which is still exact loss accounting.
@@ -60,6 +63,7 @@ treat a few more records as overwritten than strictly were, which is still exact
 from __future__ import annotations
 
 import enum
+import mmap
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -78,6 +82,7 @@ __all__ = [
     "RingLayout",
     "WriterState",
     "read_layout",
+    "words",
 ]
 
 MAGIC: Final = int.from_bytes(b"CNSLRING", "little")
@@ -94,6 +99,16 @@ OFF_WRITER_STATE: Final = 160
 OFF_TAIL_INTENT: Final = 256
 OFF_HEAP_INTENT: Final = 264
 OFF_TAIL: Final = 272
+
+W_MAGIC: Final = OFF_MAGIC // 8
+W_WRITER_PID: Final = OFF_WRITER_PID // 8
+W_WRITER_GENERATION: Final = OFF_WRITER_GENERATION // 8
+W_WRITER_START: Final = OFF_WRITER_START // 8
+W_HEARTBEAT: Final = OFF_HEARTBEAT // 8
+W_WRITER_STATE: Final = OFF_WRITER_STATE // 8
+W_TAIL_INTENT: Final = OFF_TAIL_INTENT // 8
+W_HEAP_INTENT: Final = OFF_HEAP_INTENT // 8
+W_TAIL: Final = OFF_TAIL // 8
 
 U64: Final = struct.Struct("<Q")
 STATIC: Final = struct.Struct("<QIIIIII QQQQ 32s32s")
@@ -190,6 +205,11 @@ class RingLayout:
             self.capacity,
             self.heap_size,
         ) == (other.kind, other.record_type, other.slot_size, other.capacity, other.heap_size)
+
+
+def words(buf: mmap.mmap) -> memoryview:
+    """The mapping as 8-byte words: single-store writes and single-load reads of control words."""
+    return memoryview(buf).cast("Q")
 
 
 def pack_static(buf: bytearray | memoryview, layout: RingLayout, epoch: int, first_seq: int) -> None:

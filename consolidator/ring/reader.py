@@ -28,17 +28,19 @@ from consolidator.ring.layout import (
     DESCRIPTOR,
     DESCRIPTOR_DTYPE,
     HEADER_SIZE,
-    OFF_HEAP_INTENT,
-    OFF_TAIL,
-    OFF_TAIL_INTENT,
-    OFF_WRITER_PID,
-    OFF_WRITER_STATE,
-    U64,
-    WRITER_INFO,
+    W_HEAP_INTENT,
+    W_HEARTBEAT,
+    W_TAIL,
+    W_TAIL_INTENT,
+    W_WRITER_GENERATION,
+    W_WRITER_PID,
+    W_WRITER_START,
+    W_WRITER_STATE,
     HeaderInfo,
     RingKind,
     WriterState,
     read_layout,
+    words,
 )
 
 __all__ = [
@@ -51,7 +53,6 @@ __all__ = [
     "open_reader",
 ]
 
-_unpack_u64 = U64.unpack_from
 REPLACEMENT_CHECK_NS: Final = 200_000_000
 
 
@@ -150,6 +151,7 @@ class RingReader:
 
     def _attach(self, mm: mmap.mmap, inode: int, info: HeaderInfo) -> None:
         self._mm = mm
+        self._words = words(mm)
         self._inode = inode
         self.layout = info.layout
         self.epoch = info.epoch
@@ -165,12 +167,12 @@ class RingReader:
 
     def tail(self) -> int:
         """Sequence number one past the last published record."""
-        value: int = _unpack_u64(self._mm, OFF_TAIL)[0]
+        value: int = self._words[W_TAIL]
         return value
 
     def oldest(self) -> int:
         """The oldest sequence number the ring still holds (approximately, it moves)."""
-        intent: int = _unpack_u64(self._mm, OFF_TAIL_INTENT)[0]
+        intent: int = self._words[W_TAIL_INTENT]
         return min(max(self.first_seq, intent - self.capacity), self.tail())
 
     def available(self) -> int:
@@ -179,8 +181,13 @@ class RingReader:
 
     def writer_info(self) -> WriterInfo:
         """The writer's pid, generation, start time, heartbeat and state."""
-        pid, generation, start_ns, heartbeat_ns, state = WRITER_INFO.unpack_from(
-            self._mm, OFF_WRITER_PID
+        w = self._words
+        pid, generation, start_ns, heartbeat_ns, state = (
+            w[W_WRITER_PID],
+            w[W_WRITER_GENERATION],
+            w[W_WRITER_START],
+            w[W_HEARTBEAT],
+            w[W_WRITER_STATE],
         )
         try:
             state = WriterState(state)
@@ -207,7 +214,7 @@ class RingReader:
 
     def _resume_after_lap(self) -> int:
         """Where a lapped reader continues: a little past the oldest record, to get ahead."""
-        intent: int = _unpack_u64(self._mm, OFF_TAIL_INTENT)[0]
+        intent: int = self._words[W_TAIL_INTENT]
         oldest = max(self.first_seq, intent - self.capacity)
         return min(oldest + (self.capacity >> 4), self.tail())
 
@@ -220,7 +227,7 @@ class RingReader:
         """
         if self.position < self.tail():
             return False
-        superseded = _unpack_u64(self._mm, OFF_WRITER_STATE)[0] == WriterState.SUPERSEDED
+        superseded = self._words[W_WRITER_STATE] == WriterState.SUPERSEDED
         now = self._clock()
         if not superseded and now < self._next_check:
             return False
@@ -241,8 +248,9 @@ class RingReader:
         if info.layout.kind is not self.kind:
             mm.close()
             raise RingFormatError(f"{self.path}: replaced by a ring of another kind")
-        old = self._mm
+        old, old_words = self._mm, self._words
         self._attach(mm, inode, info)  # rebinds the numpy views, releasing the old mapping's
+        old_words.release()
         old.close()
         if self.position < self.first_seq:
             self._lose(self.position, self.first_seq - self.position, "ring replaced")
@@ -278,6 +286,7 @@ class RingReader:
         """Unmap the ring (numpy views over the mapping are dropped first)."""
         for name in ("_slots", "_descs", "_heap"):
             self.__dict__.pop(name, None)
+        self._words.release()
         self._mm.close()
 
     def __enter__(self) -> RingReader:
@@ -319,43 +328,51 @@ class FixedRingReader(RingReader):
 
         Losses found on the way are in `drain_losses` and precede the returned records.
         """
-        mm = self._mm
-        tail: int = _unpack_u64(mm, OFF_TAIL)[0]
+        w = self._words
+        tail: int = w[W_TAIL]
         r = self.position
         if r >= tail:
             return self._slots[:0].copy()
-        low: int = _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity
+        low: int = w[W_TAIL_INTENT] - self.capacity
         if r < low:
             resume = self._resume_after_lap()
             self._lose(r, resume - r)
             r = resume
-        n = min(tail - r, max_records)
+            tail = w[W_TAIL]
+        n = min(tail - r, max_records, self.capacity)
+        if n <= 0:
+            self.position = r
+            return self._slots[:0].copy()
         start = r & self._mask
         if start + n <= self.capacity:
             out = self._slots[start : start + n].copy()
         else:
             out = np.concatenate((self._slots[start:], self._slots[: start + n - self.capacity]))
-        low = _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity
+        low = w[W_TAIL_INTENT] - self.capacity
         if r < low:
             bad = min(n, low - r)
             self._lose(r, bad)
             out = out[bad:]
         self.position = r + n
         if len(out) and (int(out["seq"][0]) != r + n - len(out) or int(out["seq"][-1]) != r + n - 1):
-            raise RingFormatError(f"{self.path}: slot sequence mismatch near seq {r}")
+            raise RingFormatError(
+                f"{self.path}: slot sequence mismatch near seq {r}: n={n} got "
+                f"{int(out['seq'][0])}..{int(out['seq'][-1])} ({len(out)} records), "
+                f"intent={w[W_TAIL_INTENT]} tail={self.tail()}"
+            )
         return out
 
     def read_one(self) -> tuple[int, ...] | None:
         """The next record as a tuple of its fields (``seq`` first), or None if there is none."""
-        mm = self._mm
+        w = self._words
         while True:
             r = self.position
-            if r >= _unpack_u64(mm, OFF_TAIL)[0]:
+            if r >= w[W_TAIL]:
                 return None
             record: tuple[int, ...] = self._struct.unpack_from(
-                mm, HEADER_SIZE + (r & self._mask) * self._size
+                self._mm, HEADER_SIZE + (r & self._mask) * self._size
             )
-            if r >= _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity:
+            if r >= w[W_TAIL_INTENT] - self.capacity:
                 self.position = r + 1
                 return record
             resume = self._resume_after_lap()
@@ -377,15 +394,15 @@ class VariableRingReader(RingReader):
 
     def _resume_after_lap(self) -> int:
         """Past the oldest record whose descriptor and payload are both still intact."""
-        mm = self._mm
+        w = self._words
         tail = self.tail()
-        lo = max(self.first_seq, _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity)
-        heap_low = _unpack_u64(mm, OFF_HEAP_INTENT)[0] - self._heap_size
+        lo = max(self.first_seq, w[W_TAIL_INTENT] - self.capacity)
+        heap_low = w[W_HEAP_INTENT] - self._heap_size
         heap_low += self._heap_size >> 4
         hi = tail
         while lo < hi:
             mid = (lo + hi) // 2
-            seq, pos, *_ = DESCRIPTOR.unpack_from(mm, HEADER_SIZE + (mid & self._mask) * 32)
+            seq, pos, *_ = DESCRIPTOR.unpack_from(self._mm, HEADER_SIZE + (mid & self._mask) * 32)
             if seq != mid or pos < heap_low:
                 lo = mid + 1
             else:
@@ -403,23 +420,27 @@ class VariableRingReader(RingReader):
 
         Losses found on the way are in `drain_losses` and precede the returned records.
         """
-        mm = self._mm
-        tail: int = _unpack_u64(mm, OFF_TAIL)[0]
+        w = self._words
+        tail: int = w[W_TAIL]
         r = self.position
         if r >= tail:
             return []
-        if r < _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity:
+        if r < w[W_TAIL_INTENT] - self.capacity:
             resume = self._resume_after_lap()
             self._lose(r, resume - r)
             r = resume
-        n = min(tail - r, max_records)
+            tail = w[W_TAIL]
+        n = min(tail - r, max_records, self.capacity)
+        if n <= 0:
+            self.position = r
+            return []
         start = r & self._mask
         if start + n <= self.capacity:
             descs = self._descs[start : start + n].copy()
         else:
             descs = np.concatenate((self._descs[start:], self._descs[: start + n - self.capacity]))
         # Descriptors first: those the writer may have overwritten form a prefix.
-        bad = min(n, max(0, _unpack_u64(mm, OFF_TAIL_INTENT)[0] - self.capacity - r))
+        bad = min(n, max(0, w[W_TAIL_INTENT] - self.capacity - r))
         pos = descs["heap_pos"].astype(np.int64)
         ends = pos + descs["length"]
         if bad < n:
@@ -433,7 +454,7 @@ class VariableRingReader(RingReader):
         if bad < n:
             first_pos = int(pos[bad])
             heap = self._copy_heap(first_pos, int(ends[n - 1]) - first_pos)
-            heap_low = _unpack_u64(mm, OFF_HEAP_INTENT)[0] - self._heap_size
+            heap_low = w[W_HEAP_INTENT] - self._heap_size
             bad += int(np.searchsorted(pos[bad:n], heap_low))
             if bad < n:
                 if int(descs["seq"][bad]) != r + bad or int(descs["seq"][n - 1]) != r + n - 1:

@@ -23,21 +23,24 @@ from consolidator.ring.layout import (
     HEADER_SIZE,
     HEAP_ALIGN,
     MAGIC,
-    OFF_HEAP_INTENT,
-    OFF_HEARTBEAT,
-    OFF_MAGIC,
     OFF_TAIL,
-    OFF_TAIL_INTENT,
-    OFF_WRITER_GENERATION,
     OFF_WRITER_PID,
-    OFF_WRITER_STATE,
     U64,
-    WRITER_INFO,
+    W_HEAP_INTENT,
+    W_HEARTBEAT,
+    W_MAGIC,
+    W_TAIL,
+    W_TAIL_INTENT,
+    W_WRITER_GENERATION,
+    W_WRITER_PID,
+    W_WRITER_START,
+    W_WRITER_STATE,
     RingKind,
     RingLayout,
     WriterState,
     pack_static,
     read_layout,
+    words,
 )
 
 __all__ = ["FixedRingWriter", "RingWriter", "VariableRingWriter"]
@@ -45,7 +48,6 @@ __all__ = ["FixedRingWriter", "RingWriter", "VariableRingWriter"]
 FILE_MODE: Final = 0o640
 # Pre-fault the whole mapping once, so the first lap does not pay a page fault per page.
 _MAP_FLAGS: Final = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-_pack_u64 = U64.pack_into
 _unpack_u64 = U64.unpack_from
 
 
@@ -82,18 +84,20 @@ class RingWriter:
         fd, mm = opened if opened is not None else self._create(first_seq, replacing=None)
         self._fd = fd
         self._mm = mm
+        self._words = w = words(mm)
         info = read_layout(mm, len(mm), path)
         self.epoch = info.epoch
         self.first_seq = info.first_seq
-        self._tail: int = _unpack_u64(mm, OFF_TAIL)[0]
-        self._intent: int = max(_unpack_u64(mm, OFF_TAIL_INTENT)[0], self._tail)
-        self._heap_intent: int = _unpack_u64(mm, OFF_HEAP_INTENT)[0]
-        (generation,) = _unpack_u64(mm, OFF_WRITER_GENERATION)
+        self._tail: int = w[W_TAIL]
+        self._intent: int = max(w[W_TAIL_INTENT], self._tail)
+        self._heap_intent: int = w[W_HEAP_INTENT]
+        self.generation: int = w[W_WRITER_GENERATION] + 1
         now = clock()
-        WRITER_INFO.pack_into(
-            mm, OFF_WRITER_PID, os.getpid(), generation + 1, now, now, WriterState.LIVE
-        )
-        self.generation = generation + 1
+        w[W_WRITER_PID] = os.getpid()
+        w[W_WRITER_GENERATION] = self.generation
+        w[W_WRITER_START] = now
+        w[W_HEARTBEAT] = now
+        w[W_WRITER_STATE] = WriterState.LIVE
         self._intent_chunk = max(1, min(256, layout.capacity >> 6))
         self._mask = layout.capacity - 1
 
@@ -163,16 +167,18 @@ class RingWriter:
             self._lock(fd)
             mm = mmap.mmap(fd, layout.file_size, flags=_MAP_FLAGS)
             pack_static(mm, layout, self._clock(), first_seq)
-            _pack_u64(mm, OFF_TAIL_INTENT, first_seq)
-            _pack_u64(mm, OFF_TAIL, first_seq)
-            _pack_u64(mm, OFF_MAGIC, MAGIC)
+            with words(mm) as w:
+                w[W_TAIL_INTENT] = first_seq
+                w[W_TAIL] = first_seq
+                w[W_MAGIC] = MAGIC
             os.rename(tmp, self.path)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
         if replacing is not None:
-            _pack_u64(replacing, OFF_WRITER_STATE, WriterState.SUPERSEDED)
+            with words(replacing) as w:
+                w[W_WRITER_STATE] = WriterState.SUPERSEDED
         return fd, mm
 
     # -- state ----------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ class RingWriter:
 
     def heartbeat(self, now_ns: int | None = None) -> None:
         """Tell readers the writer is alive. Call from the event loop, not per record."""
-        _pack_u64(self._mm, OFF_HEARTBEAT, self._clock() if now_ns is None else now_ns)
+        self._words[W_HEARTBEAT] = self._clock() if now_ns is None else now_ns
 
     def close(self, state: WriterState = WriterState.STOPPED) -> None:
         """Mark the writer stopped, unmap, and release the lock. Idempotent."""
@@ -192,8 +198,10 @@ class RingWriter:
             return
         self._closed = True
         self.heartbeat()
-        _pack_u64(self._mm, OFF_WRITER_STATE, state)
+        self._words[W_WRITER_STATE] = state
         self.__dict__.pop("_slots", None)
+        self.__dict__.pop("publish", None)
+        self._words.release()
         self._mm.close()
         os.close(self._fd)
 
@@ -205,16 +213,16 @@ class RingWriter:
 
 
 _PUBLISH_TEMPLATE: Final = """
-def factory(mm, pack, pack_u64, clock, mask, size, chunk, tail, intent):
+def factory(mm, words, pack, clock, mask, size, chunk, tail, intent):
     def publish(ts_event, ts_recv, {body}):
         nonlocal tail, intent
         seq = tail
         if seq >= intent:
             intent = seq + chunk
-            pack_u64(mm, {off_intent}, intent)
+            words[{w_intent}] = intent
         pack(mm, {header} + (seq & mask) * size, seq, ts_event, ts_recv, clock(), {body})
         tail = seq + 1
-        pack_u64(mm, {off_tail}, tail)
+        words[{w_tail}] = tail
         return seq
 
     def sync(new_tail, new_intent):
@@ -261,15 +269,15 @@ class FixedRingWriter(RingWriter):
         source = _PUBLISH_TEMPLATE.format(
             body=", ".join(names[4:]),
             header=HEADER_SIZE,
-            off_intent=OFF_TAIL_INTENT,
-            off_tail=OFF_TAIL,
+            w_intent=W_TAIL_INTENT,
+            w_tail=W_TAIL,
         )
         namespace: dict[str, Any] = {}
         exec(source, namespace)  # noqa: S102 - generated from dtype field names (identifiers)
         self.publish, self._sync, self._state = namespace["factory"](
             self._mm,
+            self._words,
             record,
-            _pack_u64,
             clock,
             self._mask,
             layout.slot_size,
@@ -294,7 +302,7 @@ class FixedRingWriter(RingWriter):
         tail, intent = self._state()
         first = tail
         step = max(1, self.layout.capacity // 2)
-        mm = self._mm
+        w = self._words
         for lo in range(0, len(records), step):
             chunk = records[lo : lo + step]
             n = len(chunk)
@@ -302,14 +310,14 @@ class FixedRingWriter(RingWriter):
             chunk["ts_commit"] = self._clock()
             if tail + n > intent:
                 intent = tail + n + self._intent_chunk
-                _pack_u64(mm, OFF_TAIL_INTENT, intent)
+                w[W_TAIL_INTENT] = intent
             start = tail & self._mask
             first_part = min(n, self.layout.capacity - start)
             self._slots[start : start + first_part] = chunk[:first_part]
             if first_part < n:
                 self._slots[: n - first_part] = chunk[first_part:]
             tail += n
-            _pack_u64(mm, OFF_TAIL, tail)
+            w[W_TAIL] = tail
         self._sync(tail, intent)
         return first
 
@@ -357,15 +365,16 @@ class VariableRingWriter(RingWriter):
                 f"{self._max_payload} bytes"
             )
         mm = self._mm
+        w = self._words
         seq = self._tail
         pos = self._heap_tail
         end = pos + n
         if end > self._heap_intent:
             self._heap_intent = end + self._heap_chunk
-            _pack_u64(mm, OFF_HEAP_INTENT, self._heap_intent)
+            w[W_HEAP_INTENT] = self._heap_intent
         if seq >= self._intent:
             self._intent = seq + self._intent_chunk
-            _pack_u64(mm, OFF_TAIL_INTENT, self._intent)
+            w[W_TAIL_INTENT] = self._intent
         start = pos & self._heap_mask
         base = self._heap_off
         room = self._heap_size - start
@@ -387,7 +396,7 @@ class VariableRingWriter(RingWriter):
         )
         self._heap_tail = (end + 7) & ~7
         self._tail = seq + 1
-        _pack_u64(mm, OFF_TAIL, seq + 1)
+        w[W_TAIL] = seq + 1
         return seq
 
 

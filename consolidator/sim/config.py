@@ -158,7 +158,19 @@ class SimConfig:
     """Complete simulator configuration (built by the CLI or by tests).
 
     ``None`` for a limit means "the venue default"; read the effective values through the
-    ``eff_*`` properties.
+    ``eff_*`` properties. Fields mirror the CLI options; the less obvious ones:
+
+    Attributes:
+        rest_port: REST port; None = ``port + 1`` when ``port`` is set, else ephemeral.
+        speed: Replay speed factor (``inf`` = as fast as possible).
+        symbols: Explicit synthetic symbols; when empty, ``symbol_count`` are generated.
+        rate: Synthetic trade + aggTrade + bookTicker events per second (``inf`` = max).
+        weight_window: REST weight window in seconds (the real venue: 60).
+        ban_seconds: First 418 ban length (doubles on each further ban).
+        max_send_buffer: Bytes queued for a client before it is dropped as too slow.
+        close_timeout: Seconds to wait for a closing handshake before aborting.
+        nested_errors: WebSocket error replies as ``{"error":{...},"id":..}``.
+        book_levels: Initial price levels per side of each synthetic book.
     """
 
     venue: Venue = Venue.SPOT

@@ -265,6 +265,10 @@ class ReplayFeed:
         self._resumed.set()
         return {"paused": False}
 
+    def recorded_symbols(self) -> list[str]:
+        """Uppercase symbols that have recorded frames."""
+        return sorted({stream.partition("@")[0].upper() for stream in self.recorded})
+
     def symbol_names(self) -> list[str]:
         """Symbols of the recorded exchangeInfo plus those with a snapshot."""
         return list(dict.fromkeys([*self._status, *self._rec.snapshots]))

@@ -103,8 +103,16 @@ class SimServer:
             "pid": os.getpid(),
             "ws_port": self.ws_port,
             "rest_port": self.rest_port,
-            "symbols": self._market_data().symbol_names() if self.market is not None else None,
+            "symbols": (
+                self.market.symbol_names()
+                if self.market is not None
+                else self._replay().recorded_symbols()
+            ),
         }
+
+    def _replay(self) -> ReplayFeed:
+        assert self.replay is not None
+        return self.replay
 
     def _market_data(self) -> SyntheticMarket | ReplayFeed:
         source = self.market if self.market is not None else self.replay

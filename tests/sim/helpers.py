@@ -15,8 +15,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection
+
+from consolidator.sim.config import Venue
+
+if TYPE_CHECKING:
+    from consolidator.sim.server import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = Path("/work/shared/data/recorded")
@@ -225,6 +232,50 @@ class RefBook:
 
     def matches(self, truth: dict[str, Any]) -> bool:
         return self.bids == _levels(truth["bids"]) and self.asks == _levels(truth["asks"])
+
+
+def rest_prefix(venue: Venue) -> str:
+    return "/fapi/v1" if venue is Venue.USDM else "/api/v3"
+
+
+async def consume_depth(ws: ClientConnection, books: dict[str, RefBook]) -> None:
+    async for raw in ws:
+        _, data = unwrap(raw)
+        if data.get("e") == "depthUpdate":
+            await books[data["s"]].on_event(data)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def checkpoint(sim: SimServer, books: dict[str, RefBook]) -> None:
+    """Pause, wait until every reference book reached the counter, compare, resume."""
+    paused = await control(sim.rest_url, action="pause")
+    for symbol, book in books.items():
+        target = paused["symbols"][symbol]["update_id"]
+        await wait_for(lambda b=book, t=target: b.local == t)
+        truth = await get_json(f"{sim.rest_url}/sim/book?symbol={symbol}")
+        assert truth["lastUpdateId"] == target
+        assert book.matches(truth), symbol
+    await control(sim.rest_url, action="resume")
+
+
+def books_for(sim: SimServer, symbols: list[str], usdm: bool) -> dict[str, RefBook]:
+    limit = 1000 if usdm else 5000
+    prefix = rest_prefix(sim.config.venue)
+
+    async def fetch(symbol: str) -> dict[str, Any]:
+        result: dict[str, Any] = await get_json(
+            f"{sim.rest_url}{prefix}/depth?symbol={symbol}&limit={limit}"
+        )
+        return result
+
+    return {s: RefBook(s, usdm, fetch) for s in symbols}
 
 
 def unwrap(raw: str | bytes) -> tuple[str | None, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import subprocess
@@ -87,10 +88,28 @@ def test_duration_exits_zero() -> None:
     assert time.monotonic() - start < 8
 
 
+def test_rest_keep_alive_with_stdlib_client() -> None:
+    with spawn_sim("--venue", "binance-usdm", "--rate", "100") as (_, info):
+        port = int(info["rest_url"].rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            used = []
+            for path in ("/fapi/v1/ping", "/fapi/v1/time", "/fapi/v1/depth?symbol=BTCUSDT&limit=5"):
+                conn.request("GET", path)
+                response = conn.getresponse()
+                assert response.status == 200
+                json.loads(response.read())
+                used.append(int(response.headers["X-MBX-USED-WEIGHT-1M"]))
+            assert used == [1, 2, 4]
+        finally:
+            conn.close()
+
+
 @pytest.mark.skipif(not RECORDED.is_dir(), reason="recorded data not available")
 def test_replay_subprocess_usdm() -> None:
     with spawn_sim("--venue", "binance-usdm", "--mode", "replay", "--speed", "max") as (_, info):
         assert (info["venue"], info["mode"]) == ("binance-usdm", "replay")
+        assert info["symbols"] == ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
 
         async def probe() -> None:
             url = info["ws_url"] + "/public/stream?streams=sushiusdt@depth@100ms"

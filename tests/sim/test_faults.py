@@ -15,8 +15,7 @@ from consolidator.sim.config import SimConfig, Venue
 from consolidator.sim.faults import parse_fault
 from consolidator.sim.server import running_sim
 
-from .helpers import control, get_json, run, unwrap
-from .test_market import _books, _consume_depth, checkpoint
+from .helpers import books_for, checkpoint, consume_depth, control, get_json, run, unwrap
 
 
 def _cfg(**overrides: Any) -> SimConfig:
@@ -47,11 +46,11 @@ def test_drop_depth_gap_then_resync(venue: Venue) -> None:
     async def scenario() -> None:
         config = _cfg(venue=venue, faults=(parse_fault("drop-depth:BTCUSDT,after=0.5"),))
         async with running_sim(config) as sim:
-            books = _books(sim, ["BTCUSDT", "ETHUSDT"], usdm)
+            books = books_for(sim, ["BTCUSDT", "ETHUSDT"], usdm)
             route = "/public" if usdm else ""
             url = f"{sim.ws_url}{route}/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
             async with connect(url) as ws:
-                reader = asyncio.create_task(_consume_depth(ws, books))
+                reader = asyncio.create_task(consume_depth(ws, books))
                 await asyncio.sleep(1.2)
                 await checkpoint(sim, books)
                 reader.cancel()

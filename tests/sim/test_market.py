@@ -9,62 +9,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from consolidator.sim.config import SimConfig, Venue
-from consolidator.sim.server import SimServer, running_sim
+from consolidator.sim.server import running_sim
 
-from .helpers import RefBook, control, get_json, run, unwrap
+from .helpers import (
+    books_for,
+    checkpoint,
+    consume_depth,
+    control,
+    get_json,
+    rest_prefix,
+    run,
+    unwrap,
+)
 
 SPOT_NUMBER = re.compile(r"^\d+\.\d{8}$")
 
 
-def _prefix(venue: Venue) -> str:
-    return "/fapi/v1" if venue is Venue.USDM else "/api/v3"
-
-
-async def _consume_depth(ws: ClientConnection, books: dict[str, RefBook]) -> None:
-    async for raw in ws:
-        _, data = unwrap(raw)
-        if data.get("e") == "depthUpdate":
-            await books[data["s"]].on_event(data)
-
-
-async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
-
-
-async def checkpoint(sim: SimServer, books: dict[str, RefBook]) -> None:
-    """Pause, wait until every reference book reached the counter, compare, resume."""
-    paused = await control(sim.rest_url, action="pause")
-    for symbol, book in books.items():
-        target = paused["symbols"][symbol]["update_id"]
-        await _wait_for(lambda b=book, t=target: b.local == t)
-        truth = await get_json(f"{sim.rest_url}/sim/book?symbol={symbol}")
-        assert truth["lastUpdateId"] == target
-        assert book.matches(truth), symbol
-    await control(sim.rest_url, action="resume")
-
-
-def _books(sim: SimServer, symbols: list[str], usdm: bool) -> dict[str, RefBook]:
-    limit = 1000 if usdm else 5000
-    prefix = _prefix(sim.config.venue)
-
-    async def fetch(symbol: str) -> dict[str, Any]:
-        result: dict[str, Any] = await get_json(
-            f"{sim.rest_url}{prefix}/depth?symbol={symbol}&limit={limit}"
-        )
-        return result
-
-    return {s: RefBook(s, usdm, fetch) for s in symbols}
-
-
 @pytest.mark.parametrize("venue", [Venue.SPOT, Venue.USDM])
-def test_reference_client_rebuilds_books(venue: Venue) -> None:
+def test_reference_client_rebuildsbooks_for(venue: Venue) -> None:
     usdm = venue is Venue.USDM
     suffixes = (
         ["@depth@100ms", "@depth", "@depth@500ms", "@depth@0ms"]
@@ -83,10 +48,10 @@ def test_reference_client_rebuilds_books(venue: Venue) -> None:
             assert sim.market is not None
             symbols = sim.market.symbol_names()
             streams = "/".join(f"{s.lower()}{x}" for s, x in zip(symbols, suffixes, strict=True))
-            books = _books(sim, symbols, usdm)
+            books = books_for(sim, symbols, usdm)
             route = "/public" if usdm else ""
             async with connect(f"{sim.ws_url}{route}/stream?streams={streams}") as ws:
-                reader = asyncio.create_task(_consume_depth(ws, books))
+                reader = asyncio.create_task(consume_depth(ws, books))
                 for _ in range(3):
                     await asyncio.sleep(0.6)
                     await checkpoint(sim, books)
@@ -211,7 +176,9 @@ def test_payload_shapes(venue: Venue) -> None:
             decimals = 2 if usdm else 8
             assert re.match(rf"^\d+\.\d{{{decimals}}}$", book["b"])
             assert int(book["b"].replace(".", "")) < int(book["a"].replace(".", ""))
-            depth = await get_json(f"{sim.rest_url}{_prefix(venue)}/depth?symbol=BTCUSDT&limit=5")
+            depth = await get_json(
+                f"{sim.rest_url}{rest_prefix(venue)}/depth?symbol=BTCUSDT&limit=5"
+            )
             assert ({"E", "T"} <= set(depth)) == usdm
             assert len(depth["bids"]) == len(depth["asks"]) == 5
 

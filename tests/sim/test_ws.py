@@ -252,3 +252,23 @@ def test_control_shutdown_notifies_all() -> None:
                     await asyncio.wait_for(ws.recv(), 5)
 
     run(scenario())
+
+
+def test_slow_consumer_is_dropped() -> None:
+    async def scenario() -> None:
+        config = _cfg(rate=20000, max_send_buffer=256 * 1024)
+        async with running_sim(config) as sim:
+            streams = "btcusdt@trade/btcusdt@bookTicker/ethusdt@trade/ethusdt@bookTicker"
+            ws = await RawWs.connect(f"{sim.ws_url}/stream?streams={streams}")
+            ws.writer.transport.pause_reading()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:
+                stats = await get_json(f"{sim.rest_url}/sim/stats")
+                if stats["connections"]["closed"].get("slow consumer"):
+                    break
+                assert loop.time() < deadline
+                await asyncio.sleep(0.1)
+            await ws.close()
+
+    run(scenario())

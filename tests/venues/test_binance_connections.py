@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from consolidator.payloads import Depth, Event, Trade
-from consolidator.records import NO_SYMBOL, EventKind
+from consolidator.records import NO_SYMBOL
 from consolidator.venues.base import (
     ConnectionPlan,
     ControlPacer,
@@ -410,4 +410,3 @@ def test_spot_default_limits() -> None:
         5,
     )
     assert (SPOT_LIMITS.rest_weight_per_minute, SPOT_LIMITS.trade_stream) == (6000, "trade")
-    assert EventKind.SUBSCRIBE.value == 3

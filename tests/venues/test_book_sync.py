@@ -321,11 +321,12 @@ def test_chain_rule_with_in_band_snapshots() -> None:
     assert out == []
 
 
-def test_events_carry_the_symbol_id_and_feed_wide_ones_none() -> None:
-    protocol = synced_spot(5)
-    out = protocol.on_frame(1, depth("AAAUSDT", 9, 9), 1)
-    assert all(isinstance(o, Event) and o.symbol_id == 0 for o in out[:2])
-    assert [o.kind for o in out if isinstance(o, Event)] == [EventKind.GAP, EventKind.RESYNC]
+def test_gap_events_carry_the_symbol_id_and_the_diff_time() -> None:
+    protocol = synced_spot(5, "ZZZUSDT")
+    out = protocol.on_frame(1, depth("ZZZUSDT", 9, 9), 1)
+    events = [o for o in out if isinstance(o, Event)]
+    assert [e.kind for e in events] == [EventKind.GAP, EventKind.RESYNC]
+    assert {(e.symbol_id, e.ts_event) for e in events} == {(0, 1_600_000_000_000_000_000)}
 
 
 @pytest.mark.parametrize("max_buffered", [0, -1])
