@@ -1,7 +1,7 @@
 """The exception tree.
 
-Every error the project raises on purpose derives from `ConsolidatorError`, and its message names the
-offending file, key or value, so the command-line front ends can print it as one line.
+Every error the project raises on purpose derives from `ConsolidatorError`, and its message names
+the offending file, key or value, so the command-line front ends can print it as one line.
 """
 
 __all__ = [

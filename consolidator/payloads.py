@@ -1,11 +1,12 @@
 """Normalized record values and the payload layouts of variable-length records.
 
 The venue protocols produce the named tuples below; the feed writer publishes them. Decimal fields
-are already encoded as (mantissa, exponent) pairs (see `consolidator.records`). Trades and quotes are
-fixed-size records: their named tuples list the fields in ring order after ``seq`` (``ts_commit`` is
-stamped by the ring writer), so ``writer.publish(*trade)`` works. Depth updates, snapshots, events
-and raw frames are variable-length payloads in a variable ring; the ring's slot descriptor carries
-``seq``, ``ts_commit`` and the `RecordType`, the payload starts with one of these headers::
+are already encoded as (mantissa, exponent) pairs (see `consolidator.records`). Trades and quotes
+are fixed-size records: their named tuples list the fields in ring order after ``seq``
+(``ts_commit`` is stamped by the ring writer), so ``writer.publish(*trade)`` works. Depth updates,
+snapshots, events and raw frames are variable-length payloads in a variable ring; the ring's slot
+descriptor carries ``seq``, ``ts_commit`` and the `RecordType`, the payload starts with one of
+these headers::
 
     depth / snapshot header, 56 bytes, then n_bids + n_asks levels of 24 bytes (bids first)
      0 ts_event i8   8 ts_recv i8   16 first_update_id u8   24 last_update_id u8
@@ -31,8 +32,8 @@ from consolidator.errors import RecordError
 from consolidator.records import NO_SYMBOL, EventKind
 
 __all__ = [
-    "DEPTH_HEADER",
     "DEPTH_HAS_PREV",
+    "DEPTH_HEADER",
     "EVENT_HEADER",
     "LEVEL",
     "LEVEL_DTYPE",
@@ -214,10 +215,8 @@ def decode_event(payload: bytes | memoryview) -> Event:
     """Decode an event payload (unknown kinds are kept as plain ints)."""
     ts_event, symbol_id, kind = EVENT_HEADER.unpack_from(payload, 0)
     detail = bytes(payload[EVENT_HEADER.size :]).decode("utf-8", "replace")
-    try:
+    if kind in EventKind._value2member_map_:
         kind = EventKind(kind)
-    except ValueError:
-        pass
     return Event(kind, detail, symbol_id, ts_event)
 
 

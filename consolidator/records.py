@@ -191,11 +191,7 @@ def encode_decimal(text: str | int) -> tuple[int, int]:
     head, dot, frac = text.partition(".")
     body = head[1:] if head[:1] == "-" else head
     # Fast path: plain notation, ASCII digits only (str.isdigit also accepts '²' and friends).
-    if (
-        body
-        and _DIGITS.issuperset(body)
-        and (not dot or (frac and _DIGITS.issuperset(frac)))
-    ):
+    if body and _DIGITS.issuperset(body) and (not dot or (frac and _DIGITS.issuperset(frac))):
         return _checked(int(head + frac), -len(frac), text)
     return _encode_scientific(text)
 

@@ -41,7 +41,7 @@ class StreamSpec:
     dtype: np.dtype[np.void] | None = None
 
     def layout(self, feed: str, scale: int = 1) -> RingLayout:
-        """The ring layout of this stream for ``feed``; ``scale`` (a power of two) multiplies size."""
+        """This stream's ring layout for ``feed``, ``scale`` (a power of two) times the size."""
         if scale < 1 or scale & (scale - 1):
             raise ConfigError(f"ring scale must be a power of two: {scale}")
         slot = self.dtype.itemsize if self.dtype is not None else DESCRIPTOR.size
@@ -57,8 +57,12 @@ class StreamSpec:
 
 
 STREAMS: Final[dict[str, StreamSpec]] = {
-    "trades": StreamSpec("trades", RingKind.FIXED, RecordType.TRADE, 1 << 20, 0, TRADE, TRADE_DTYPE),
-    "quotes": StreamSpec("quotes", RingKind.FIXED, RecordType.QUOTE, 1 << 20, 0, QUOTE, QUOTE_DTYPE),
+    "trades": StreamSpec(
+        "trades", RingKind.FIXED, RecordType.TRADE, 1 << 20, 0, TRADE, TRADE_DTYPE
+    ),
+    "quotes": StreamSpec(
+        "quotes", RingKind.FIXED, RecordType.QUOTE, 1 << 20, 0, QUOTE, QUOTE_DTYPE
+    ),
     "depth": StreamSpec("depth", RingKind.VARIABLE, RecordType.DEPTH, 1 << 18, 1 << 28),
     "raw": StreamSpec("raw", RingKind.VARIABLE, RecordType.RAW, 1 << 18, 1 << 28),
     "events": StreamSpec("events", RingKind.VARIABLE, RecordType.EVENT, 1 << 14, 1 << 22),

@@ -49,7 +49,9 @@ def _read_header(mm: mmap.mmap, path: Path) -> tuple[int, int]:
     if magic != MAGIC:
         raise SymbolTableError(f"{path}: not a consolidator symbol table (bad magic)")
     if version != VERSION:
-        raise SymbolTableError(f"{path}: symbol table version {version}, this build reads {VERSION}")
+        raise SymbolTableError(
+            f"{path}: symbol table version {version}, this build reads {VERSION}"
+        )
     if entry_size != ENTRY_SIZE or len(mm) < HEADER_SIZE + capacity * ENTRY_SIZE:
         raise SymbolTableError(f"{path}: inconsistent symbol table layout")
     (count,) = _U64.unpack_from(mm, _COUNT_OFF)

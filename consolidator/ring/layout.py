@@ -3,33 +3,33 @@
 A ring is one file under ``{shm_dir}/{feed}/{stream}.ring``: a 4 KiB header, then ``capacity``
 fixed-size slots, then (variable rings only) a byte heap. All integers are little-endian. ::
 
-    offset  size  field
-    ------  ----  ------------------------------------------------------------------------------
-       0      8   magic "CNSLRING"            written LAST on creation: a reader never sees half a header
-       8      4   version                     LAYOUT_VERSION; readers refuse any other
-      12      4   header_size                 4096
-      16      4   kind                        1 = fixed records, 2 = variable records (slot + heap)
-      20      4   record_type                 records.RecordType of fixed records; 0 for variable rings
-      24      4   slot_size                   bytes per slot (fixed: the record; variable: descriptor)
+    offset  size  field              meaning
+    ------  ----  -----------------  ---------------------------------------------------------
+       0      8   magic "CNSLRING"   written LAST on creation: a reader never sees half a header
+       8      4   version            LAYOUT_VERSION; readers refuse any other
+      12      4   header_size        4096
+      16      4   kind               1 = fixed records, 2 = variable records (slot + heap)
+      20      4   record_type        records.RecordType of fixed records; 0 for variable rings
+      24      4   slot_size          bytes per slot (fixed: the record; variable: descriptor)
       28      4   (reserved)
-      32      8   capacity                    slots, a power of two
-      40      8   heap_size                   heap bytes, a power of two (0 for fixed rings)
-      48      8   epoch                       creation time in ns: identifies this file's incarnation
-      56      8   first_seq                   sequence number of the first record of this file
-      64     32   feed                        UTF-8, NUL padded
-      96     32   stream                      UTF-8, NUL padded
+      32      8   capacity           slots, a power of two
+      40      8   heap_size          heap bytes, a power of two (0 for fixed rings)
+      48      8   epoch              creation time in ns: identifies this file's incarnation
+      56      8   first_seq          sequence number of the first record of this file
+      64     32   feed               UTF-8, NUL padded
+      96     32   stream             UTF-8, NUL padded
      --- writer-owned, rewritten on every writer (re)start and heartbeat --------------------------
      128      8   writer_pid
-     136      8   writer_generation           +1 on every writer open: readers see restarts
+     136      8   writer_generation  +1 on every writer open: readers see restarts
      144      8   writer_start_ns
-     152      8   heartbeat_ns                refreshed by the writer's event loop (not per record)
-     160      8   writer_state                0 none, 1 live, 2 stopped cleanly, 3 superseded by a new file
+     152      8   heartbeat_ns       refreshed by the writer's event loop (not per record)
+     160      8   writer_state       0 none, 1 live, 2 stopped cleanly, 3 superseded by a new file
      --- hot control words, one cache line, stored by the writer only -----------------------------
-     256      8   tail_intent                 the writer may be writing any seq < tail_intent
-     264      8   heap_intent                 ... and any heap byte position < heap_intent
-     272      8   tail                        commit: every seq < tail is published
-    4096          slots[capacity]             slot of seq s is at 4096 + (s % capacity) * slot_size
-    4096 + capacity * slot_size               heap[heap_size] (variable rings only)
+     256      8   tail_intent        the writer may be writing any seq < tail_intent
+     264      8   heap_intent        ... and any heap byte position < heap_intent
+     272      8   tail               commit: every seq < tail is published
+    4096          slots[capacity]    slot of seq s is at 4096 + (s % capacity) * slot_size
+    4096 + capacity * slot_size      heap[heap_size] (variable rings only)
 
 Fixed slot: the record itself, whose first 32 bytes are ``seq, ts_event, ts_recv, ts_commit``
 (`consolidator.records`). Variable slot, the 32-byte descriptor::
@@ -37,14 +37,14 @@ Fixed slot: the record itself, whose first 32 bytes are ``seq, ts_event, ts_recv
      0 seq u8    8 heap_pos u8 (monotonic byte position)    16 ts_commit i8
     24 length u4    28 record_type u2    30 flags u2
 
-and its payload is ``length`` bytes at heap position ``heap_pos`` (stored at ``heap_pos % heap_size``,
-wrapping to the heap's start; positions advance in multiples of 8).
+and its payload is ``length`` bytes at heap position ``heap_pos`` (stored at
+``heap_pos % heap_size``, wrapping to the heap's start; positions advance in multiples of 8).
 
 **Publication protocol.** The writer (one process per ring, held by ``flock``) publishes by
 (1) storing ``tail_intent`` (and ``heap_intent``) beyond what it is about to write, (2) writing the
 slot (and payload), (3) storing ``tail``. A reader (4) loads ``tail``, (5) copies the records below
-it, then (6) loads ``tail_intent``/``heap_intent`` again and keeps only records that the writer cannot
-have touched: ``seq >= tail_intent - capacity`` and ``heap_pos >= heap_intent - heap_size``.
+it, then (6) loads ``tail_intent``/``heap_intent`` again and keeps only records that the writer
+cannot have touched: ``seq >= tail_intent - capacity`` and ``heap_pos >= heap_intent - heap_size``.
 Everything else is a loss the reader counts; it never returns a torn record. A per-slot commit word
 alone could not catch a copy torn by an overwrite that begins after the word was checked.
 
@@ -167,9 +167,7 @@ class RingLayout:
             if self.slot_size != DESCRIPTOR.size:
                 raise RingFormatError(f"variable ring slot size must be {DESCRIPTOR.size}")
             if not _is_pow2(self.heap_size) or self.heap_size < 4096:
-                raise RingFormatError(
-                    f"heap size must be a power of two >= 4096: {self.heap_size}"
-                )
+                raise RingFormatError(f"heap size must be a power of two >= 4096: {self.heap_size}")
         elif self.heap_size:
             raise RingFormatError(f"a fixed ring has no heap: heap_size={self.heap_size}")
         for name in (self.feed, self.stream):
@@ -212,7 +210,7 @@ def words(buf: mmap.mmap) -> memoryview:
     return memoryview(buf).cast("Q")
 
 
-def pack_static(buf: bytearray | memoryview, layout: RingLayout, epoch: int, first_seq: int) -> None:
+def pack_static(buf: mmap.mmap, layout: RingLayout, epoch: int, first_seq: int) -> None:
     """Write the static header fields, except the magic (the caller writes it last)."""
     STATIC.pack_into(
         buf,
@@ -242,7 +240,7 @@ class HeaderInfo:
     first_seq: int
 
 
-def read_layout(buf: bytes | memoryview, file_size: int, where: object) -> HeaderInfo:
+def read_layout(buf: mmap.mmap | bytes, file_size: int, where: object) -> HeaderInfo:
     """Parse and validate the static header of a ring.
 
     Raises:

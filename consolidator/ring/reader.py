@@ -2,8 +2,8 @@
 
 A reader never writes to the ring. It copies, then re-validates against the writer's intent words
 (see `consolidator.ring.layout`), so it never returns a torn record. A reader that fell more than a
-ring behind is *lapped*: it records a `Loss` with the exact sequence range it skipped, counts it, and
-continues from a valid position. Loss is not an error.
+ring behind is *lapped*: it records a `Loss` with the exact sequence range it skipped, counts it,
+and continues from a valid position. Loss is not an error.
 
 Readers follow the ring across writer restarts (same file, sequence continues) and across the file
 being replaced (a new epoch renamed into place): the old mapping is drained first, then the reader
@@ -133,7 +133,9 @@ class RingReader:
         self.losses: list[Loss] = []
         self._attach(*_map_readonly(path))
         if self.layout.kind is not self.kind:
-            raise RingFormatError(f"{path}: a {self.layout.kind.name.lower()} ring, not {self.kind.name.lower()}")
+            raise RingFormatError(
+                f"{path}: a {self.layout.kind.name.lower()} ring, not {self.kind.name.lower()}"
+            )
         self._next_check = 0
         tail = self.tail()
         if start == "tail":
@@ -354,7 +356,9 @@ class FixedRingReader(RingReader):
             self._lose(r, bad)
             out = out[bad:]
         self.position = r + n
-        if len(out) and (int(out["seq"][0]) != r + n - len(out) or int(out["seq"][-1]) != r + n - 1):
+        if len(out) and (
+            int(out["seq"][0]) != r + n - len(out) or int(out["seq"][-1]) != r + n - 1
+        ):
             raise RingFormatError(
                 f"{self.path}: slot sequence mismatch near seq {r}: n={n} got "
                 f"{int(out['seq'][0])}..{int(out['seq'][-1])} ({len(out)} records), "

@@ -17,7 +17,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from consolidator.errors import RecordError, RingError, RingFormatError, RingFullError, RingLockedError
+from consolidator.errors import (
+    RecordError,
+    RingError,
+    RingFormatError,
+    RingFullError,
+    RingLockedError,
+)
 from consolidator.ring.layout import (
     DESCRIPTOR,
     HEADER_SIZE,
@@ -144,7 +150,9 @@ class RingWriter:
                     pid = str(int.from_bytes(f.read(8), "little"))
             except OSError:
                 pass
-            raise RingLockedError(f"ring {self.path} is held by another writer (pid {pid})") from None
+            raise RingLockedError(
+                f"ring {self.path} is held by another writer (pid {pid})"
+            ) from None
 
     def _create(self, first_seq: int, replacing: mmap.mmap | None) -> tuple[int, mmap.mmap]:
         layout = self.layout
@@ -262,7 +270,9 @@ class FixedRingWriter(RingWriter):
             raise RingFormatError(f"{path}: record size {dtype.itemsize} != slot size")
         names = dtype.names or ()
         if names[:4] != ("seq", "ts_event", "ts_recv", "ts_commit"):
-            raise RingFormatError(f"record must start with seq, ts_event, ts_recv, ts_commit: {names}")
+            raise RingFormatError(
+                f"record must start with seq, ts_event, ts_recv, ts_commit: {names}"
+            )
         super().__init__(path, layout, first_seq=first_seq, clock=clock)
         self._dtype = dtype
         self._slots = np.frombuffer(self._mm, dtype, layout.capacity, HEADER_SIZE)
@@ -273,7 +283,7 @@ class FixedRingWriter(RingWriter):
             w_tail=W_TAIL,
         )
         namespace: dict[str, Any] = {}
-        exec(source, namespace)  # noqa: S102 - generated from dtype field names (identifiers)
+        exec(source, namespace)
         self.publish, self._sync, self._state = namespace["factory"](
             self._mm,
             self._words,
@@ -289,8 +299,8 @@ class FixedRingWriter(RingWriter):
     @property
     def next_seq(self) -> int:
         """The sequence number the next published record gets."""
-        tail: int = self._state()[0]
-        return tail
+        state: tuple[int, int] = self._state()
+        return state[0]
 
     def publish_batch(self, records: np.ndarray) -> int:
         """Publish a structured array of records; fills its ``seq`` and ``ts_commit`` in place.
@@ -299,7 +309,8 @@ class FixedRingWriter(RingWriter):
         """
         if records.dtype != self._dtype:
             raise RecordError(f"batch dtype {records.dtype} does not match the ring's record")
-        tail, intent = self._state()
+        state: tuple[int, int] = self._state()
+        tail, intent = state
         first = tail
         step = max(1, self.layout.capacity // 2)
         w = self._words
@@ -352,7 +363,9 @@ class VariableRingWriter(RingWriter):
         self._heap_chunk = max(HEAP_ALIGN, layout.heap_size >> 6)
         self._max_payload = layout.max_payload
 
-    def publish(self, record_type: int, payload: bytes | bytearray | memoryview, flags: int = 0) -> int:
+    def publish(
+        self, record_type: int, payload: bytes | bytearray | memoryview, flags: int = 0
+    ) -> int:
         """Publish one payload; returns its sequence number.
 
         Raises:
@@ -402,4 +415,3 @@ class VariableRingWriter(RingWriter):
 
 def _align(value: int) -> int:
     return (value + HEAP_ALIGN - 1) & ~(HEAP_ALIGN - 1)
-

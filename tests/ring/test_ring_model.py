@@ -73,7 +73,9 @@ class FixedRingMachine(RuleBasedStateMachine):
     @rule(values=st.lists(st.integers(0, 2**62), min_size=1, max_size=20))
     def publish(self, values: list[int]) -> None:
         for value in values:
-            seq = self.writer.publish(value, value + 1, value ^ 0x5555, value, -value, 3, -2, -4, 1, 0)
+            seq = self.writer.publish(
+                value, value + 1, value ^ 0x5555, value, -value, 3, -2, -4, 1, 0
+            )
             assert seq == len(self.published)
             self.published.append((value, value ^ 0x5555, -value))
 

@@ -103,7 +103,15 @@ def test_writer_killed_mid_burst_restarts_and_readers_continue(
     path = shm / f"{kind}.ring"
     _create(path, kind)
     readers = _start_readers(path, kind)
-    first = _spawn("writer", str(path), kind, "1000000", "--crash-after", "30000", *(["--torn"] if torn else []))
+    first = _spawn(
+        "writer",
+        str(path),
+        kind,
+        "1000000",
+        "--crash-after",
+        "30000",
+        *(["--torn"] if torn else []),
+    )
     assert first.stdout is not None
     assert json.loads(first.stdout.readline())["generation"] == 2
     assert _finish(first) == -9
