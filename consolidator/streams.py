@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,12 @@ from consolidator.ring.writer import FixedRingWriter, RingWriter, VariableRingWr
 __all__ = [
     "STREAMS",
     "StreamSpec",
+    "feed_streams",
     "open_stream_reader",
     "open_stream_writer",
+    "read_feed_meta",
     "ring_path",
+    "write_feed_meta",
 ]
 
 
@@ -102,3 +107,30 @@ def open_stream_reader(
     if spec.dtype is not None:
         return FixedRingReader(path, spec.dtype, spec.record, start=start)
     return VariableRingReader(path, start=start)
+
+
+def write_feed_meta(shm_dir: Path, feed: str, venue: str) -> None:
+    """Write ``{shm_dir}/{feed}/feed.json`` (venue and streams), atomically, mode 0640."""
+    directory = shm_dir / feed
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".feed.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"feed": feed, "venue": venue}) + "\n")
+    tmp.chmod(0o640)
+    tmp.rename(directory / "feed.json")
+
+
+def read_feed_meta(shm_dir: Path, feed: str) -> dict[str, str]:
+    """The feed's metadata; a clear error if the feed has never been written here."""
+    path = shm_dir / feed / "feed.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no feed {feed!r} under {shm_dir} (is its writer running?)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable feed metadata: {exc}") from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def feed_streams(shm_dir: Path, feed: str) -> list[str]:
+    """Streams of ``feed`` that have a ring now, in the canonical order."""
+    return [s for s in STREAMS if ring_path(shm_dir, feed, s).exists()]

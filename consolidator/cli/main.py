@@ -1,0 +1,63 @@
+"""``consolidator``: run, flusher, exporter, sim, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from consolidator.cli.common import EXIT_USAGE, add_common, run_main
+
+__all__ = ["main"]
+
+LATER = {
+    "run": ("FEED", "the writer for one feed (systemd: consolidator@FEED)", "M1-2"),
+    "flusher": (None, "durable sync of every ring under shm_dir", "M1-3"),
+    "exporter": (None, "Prometheus endpoint for all feeds", "M1-5"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="consolidator",
+        description="Market data from exchange feeds into shared-memory rings and a journal.",
+    )
+    add_common(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (arg, help_text, _) in LATER.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_common(sp)
+        if arg:
+            sp.add_argument(arg.lower(), metavar=arg)
+    sub.add_parser(
+        "sim", help="local exchange simulator (options: consolidator sim --help)", add_help=False
+    )
+    demo = sub.add_parser("demo", help="the whole pipeline offline, with a live tail")
+    add_common(demo)
+    demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS")
+    demo.add_argument("--rate", type=float, default=25.0, help="records per second shown")
+    return p
+
+
+def _main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["sim"]:
+        from consolidator.sim.cli import main as sim_main
+
+        return sim_main(list(argv[1:]))
+    args = _parser().parse_args(argv)
+    if args.command in LATER:
+        issue = LATER[args.command][2]
+        print(f"consolidator {args.command}: not yet implemented ({issue})", file=sys.stderr)
+        return EXIT_USAGE
+    from consolidator.cli.demo import run_demo
+
+    return run_demo(args.duration, args.rate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``consolidator``."""
+    return run_main("consolidator", lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

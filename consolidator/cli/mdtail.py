@@ -1,0 +1,164 @@
+"""``mdtail FEED``: print a feed's records as they arrive, like ``tail -f`` for market data."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import numpy as np
+import orjson
+
+from consolidator.cli.common import global_config, parser, run_main
+from consolidator.errors import ConfigError
+from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object
+from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
+from consolidator.streams import STREAMS, feed_streams, open_stream_reader, read_feed_meta
+from consolidator.symbols import SymbolTableReader
+
+__all__ = ["main"]
+
+DEFAULT_STREAMS = ("trades", "quotes", "depth", "events")
+IDLE_SLEEP_S = 0.001
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser("mdtail", "Print the records of a feed, following new ones as they arrive.")
+    p.add_argument("feed", help="feed name (a file in feeds/ of the configuration)")
+    p.add_argument("--stream", action="append", choices=list(STREAMS), help="repeatable")
+    p.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    p.add_argument("-n", type=int, metavar="N", help="start with the last N records of each stream")
+    p.add_argument("--since", help="beginning | SEQ | ISO-8601 time (reads the journal first)")
+    p.add_argument("--no-follow", action="store_true", help="print what exists and exit")
+    p.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    args = p.parse_args(argv)
+    if args.n is not None and args.n < 0:
+        p.error(f"-n must be >= 0: {args.n}")
+    return args
+
+
+class _Tail:
+    def __init__(self, args: argparse.Namespace) -> None:
+        config = global_config(args)
+        self.feed = args.feed
+        meta = read_feed_meta(config.shm_dir, self.feed)
+        existing = feed_streams(config.shm_dir, self.feed)
+        wanted = list(dict.fromkeys(args.stream or DEFAULT_STREAMS))
+        if args.stream:
+            for stream in wanted:
+                if stream not in existing:
+                    raise ConfigError(
+                        f"feed {self.feed!r} has no {stream!r} stream "
+                        f"(it has: {', '.join(existing) or 'none'})"
+                    )
+        self.streams = [s for s in wanted if s in existing]
+        self.symbols = SymbolTableReader(config.shm_dir / self.feed / "symbols")
+        self.symbol_ids: set[int] | None = None
+        if args.symbol:
+            ids = set()
+            for name in args.symbol:
+                sid = self.symbols.id(name)
+                if sid is None:
+                    raise ConfigError(f"symbol {name!r} has never been seen on feed {self.feed!r}")
+                ids.add(sid)
+            self.symbol_ids = ids
+        self.render = Renderer(self.feed, meta.get("venue", "?"), self.symbols.name)
+        self.readers: dict[str, RingReader] = {}
+        for stream in self.streams:
+            reader = open_stream_reader(config.shm_dir, self.feed, stream, start="tail")
+            if args.n is not None:
+                reader.position = max(reader.oldest(), reader.tail() - args.n)
+            elif args.no_follow:
+                reader.position = reader.oldest()
+            self.readers[stream] = reader
+        self.format = args.format
+        self.out: TextIO = sys.stdout
+        self.csv = csv.DictWriter(self.out, CSV_COLUMNS, extrasaction="ignore")
+        if self.format == "csv":
+            self.csv.writeheader()
+
+    def _objects(self, stream: str, reader: RingReader) -> list[dict[str, Any]]:
+        if isinstance(reader, FixedRingReader):
+            batch = reader.read_batch(4096)
+            if self.symbol_ids is not None and len(batch):
+                batch = batch[np.isin(batch["symbol_id"], list(self.symbol_ids))]
+            return self.render.trades(batch) if stream == "trades" else self.render.quotes(batch)
+        assert isinstance(reader, VariableRingReader)
+        objs = []
+        for record in reader.read_batch(1024):
+            obj = self.render.variable(record)
+            if obj is None:
+                continue
+            if self.symbol_ids is not None and obj.get("symbol") not in {
+                self.symbols.name(i) for i in self.symbol_ids
+            }:
+                continue
+            objs.append(obj)
+        return objs
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        if self.format == "json":
+            self.out.write(orjson.dumps(obj).decode() + "\n")
+        elif self.format == "csv":
+            row = dict(obj)
+            for key in ("bids", "asks"):
+                row.pop(key, None)
+            self.csv.writerow(row)
+        else:
+            self.out.write(format_text(obj) + "\n")
+
+    def poll(self) -> int:
+        """Read what is new on every stream, print it in commit order; returns records printed."""
+        objs: list[dict[str, Any]] = []
+        for stream, reader in self.readers.items():
+            got = self._objects(stream, reader)
+            for loss in reader.drain_losses():
+                print(
+                    f"mdtail: lost {loss.count} {stream} records from seq {loss.first_seq} "
+                    f"({loss.reason})",
+                    file=sys.stderr,
+                )
+                if self.format == "json":
+                    objs.append({**loss_object(self.feed, stream, loss), "ts_commit": 0})
+            objs.extend(got)
+        objs.sort(key=lambda o: o["ts_commit"])
+        for obj in objs:
+            if obj["type"] == "loss":
+                obj.pop("ts_commit")
+            self._emit(obj)
+        if objs:
+            self.out.flush()
+        return len(objs)
+
+    def caught_up(self) -> bool:
+        return all(r.position >= r.tail() for r in self.readers.values())
+
+    def refresh(self) -> None:
+        for reader in self.readers.values():
+            reader.refresh()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _args(argv)
+    if args.since is not None:
+        raise ConfigError("--since needs the journal, which is not implemented yet")
+    tail = _Tail(args)
+    while True:
+        printed = tail.poll()
+        if args.no_follow and tail.caught_up():
+            return 0
+        if not printed:
+            tail.refresh()
+            time.sleep(IDLE_SLEEP_S)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mdtail``."""
+    return run_main("mdtail", lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

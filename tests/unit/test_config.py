@@ -1,0 +1,96 @@
+"""Configuration loading: defaults, overrides, and one clear error per bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consolidator.config import load_config, load_feed
+from consolidator.errors import ConfigError
+
+
+def _dir(tmp_path: Path, main: str | None = None, **feeds: str) -> Path:
+    (tmp_path / "feeds").mkdir(exist_ok=True)
+    if main is not None:
+        (tmp_path / "consolidator.toml").write_text(main)
+    for name, text in feeds.items():
+        (tmp_path / "feeds" / f"{name}.toml").write_text(text)
+    return tmp_path
+
+
+def test_defaults_and_environment_overrides(tmp_path: Path) -> None:
+    config = load_config(_dir(tmp_path), {})
+    assert config.shm_dir == Path("/dev/shm/consolidator")
+    assert config.state_dir == Path("/var/lib/consolidator")
+    assert config.exporter.host_port == ("127.0.0.1", 9464)
+    env = {"CONSOLIDATOR_SHM_DIR": "/tmp/s", "CONSOLIDATOR_STATE_DIR": "/tmp/v"}
+    config = load_config(_dir(tmp_path, 'shm_dir = "/x"\n'), env)
+    assert (config.shm_dir, config.state_dir) == (Path("/tmp/s"), Path("/tmp/v"))
+
+
+def test_a_full_feed(tmp_path: Path) -> None:
+    text = (
+        'venue = "binance-usdm"\nsymbols = ["BTCUSDT", "ETHUSDT", "BTCUSDT"]\n'
+        'channels = ["trades", "depth"]\nraw = false\nws_url = "ws://127.0.0.1:9/"\n'
+        'rest_url = "http://127.0.0.1:10"\nring_scale = 4\ncpu = 1\n'
+    )
+    config = load_config(_dir(tmp_path, usdm=text), {})
+    feed = load_feed(config, "usdm")
+    assert feed.symbols == ("BTCUSDT", "ETHUSDT")
+    assert feed.streams == ("trades", "depth", "events")
+    assert feed.ws_url == "ws://127.0.0.1:9"
+    assert (feed.ring_scale, feed.cpu, feed.raw) == (4, 1, False)
+    all_feed = load_feed(
+        load_config(_dir(tmp_path, a='venue = "binance"\nsymbols = "all"\n'), {}), "a"
+    )
+    assert all_feed.symbols is None
+    assert all_feed.ws_url == "wss://stream.binance.com:9443"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('symbols = ["X"]\n', "venue: missing"),
+        ('venue = "kraken"\nsymbols = ["X"]\n', "venue: unknown venue 'kraken'"),
+        ('venue = "binance"\n', "symbols: missing"),
+        ('venue = "binance"\nsymbols = "some"\n', 'symbols: expected a list or "all"'),
+        ('venue = "binance"\nsymbols = []\n', "symbols: expected a non-empty list"),
+        ('venue = "binance"\nsymbols = ["X"]\nchannels = ["tardes"]\n', "unknown channel 'tardes'"),
+        ('venue = "binance"\nsymbols = ["X"]\nraw = "yes"\n', "raw: expected bool, got 'yes'"),
+        ('venue = "binance"\nsymbols = ["X"]\nws_url = "http://x"\n', "ws_url: expected a ws://"),
+        ('venue = "binance"\nsymbols = ["X"]\nring_scale = 3\n', "ring_scale: expected a power"),
+        ('venue = "binance"\nsymbols = ["X"]\nsnapshot_limit = 0\n', "snapshot_limit: must be pos"),
+        ('venue = "binance"\nsymbols = ["X"]\nsnapshot_limit = true\n', "expected a number"),
+        ('venue = "binance"\nsymbols = ["X"]\ncolour = "red"\n', "colour: unknown key"),
+        ('venue = "binance"\nsymbols = ["X"\n', "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_bad_feed_files_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:
+    config = load_config(_dir(tmp_path, bad=text), {})
+    with pytest.raises(ConfigError, match=match) as info:
+        load_feed(config, "bad")
+    assert str(tmp_path / "feeds" / "bad.toml") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("shm_dir = 5\n", "shm_dir: expected str"),
+        ("[exporter]\nlisten = 'nope'\n", "exporter.listen: expected HOST:PORT"),
+        ("[flusher]\nfsync_every = 1\n", "flusher.fsync_every: unknown key"),
+        ("[flusher]\nfsync_interval_ms = -1\n", "flusher.fsync_interval_ms: must be positive"),
+        ("extra = 1\n", "extra: unknown key"),
+    ],
+)
+def test_bad_main_file_names_file_and_key(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(_dir(tmp_path, text), {})
+
+
+def test_missing_feed_and_bad_feed_names(tmp_path: Path) -> None:
+    config = load_config(_dir(tmp_path, ok='venue = "binance"\nsymbols = ["X"]\n'), {})
+    with pytest.raises(ConfigError, match=r"no such feed configuration \(configured feeds: ok\)"):
+        load_feed(config, "nope")
+    with pytest.raises(ConfigError, match="bad feed name"):
+        load_feed(config, "../etc")
