@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import select
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -141,16 +144,36 @@ class _Tail:
             reader.refresh()
 
 
+class _OutputWatch:
+    """Notices a reader that went away (``mdtail | head``) while there is nothing to write.
+
+    Like GNU ``tail -f``: a closed pipe only shows as EPIPE on the next write, which may never come
+    on a quiet feed, so poll stdout for POLLERR/POLLHUP when idle.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._poll: select.poll | None = None
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode):
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLERR | select.POLLHUP)
+
+    def closed(self) -> bool:
+        return self._poll is not None and bool(self._poll.poll(0))
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = _args(argv)
     if args.since is not None:
         raise ConfigError("--since needs the journal, which is not implemented yet")
     tail = _Tail(args)
+    watch = _OutputWatch(sys.stdout.fileno())
     while True:
         printed = tail.poll()
         if args.no_follow and tail.caught_up():
             return 0
         if not printed:
+            if watch.closed():
+                raise BrokenPipeError
             tail.refresh()
             time.sleep(IDLE_SLEEP_S)
 
