@@ -70,6 +70,9 @@ _DUP_TRADE: Final = Dropped("duplicate_trade", 1)
 _DUP_QUOTE: Final = Dropped("duplicate_quote", 1)
 _UNSUBSCRIBED: Final = Dropped("unsubscribed_stream", 1)
 _UNEXPECTED_SNAPSHOT: Final = Dropped("unexpected_snapshot", 1)
+_RETIRED: Final = Dropped("retired_connection", 1)
+MAX_HELD: Final = 10_000
+"""Records held per stream from a replacement connection before it takes over regardless."""
 _USDM_WEIGHTS: Final = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 _Json = dict[str, object]
 _loads = orjson.loads
@@ -146,6 +149,9 @@ class _WrongEventError(Exception):
     """A carried stream delivered an event of another type."""
 
 
+_Record = Trade | Quote | Depth
+
+
 @dataclass(slots=True, eq=False)
 class _Symbol:
     name: str
@@ -154,6 +160,10 @@ class _Symbol:
     book: BookSync | None = None
     last_trade: int = -1
     last_quote: int = -1
+    # Per channel kind: the connection whose frames are accepted, and records held from its
+    # replacement during a make-before-break rotation until the two streams overlap.
+    source: list[int | None] = dataclasses.field(default_factory=lambda: [None, None, None])
+    held: list[list[_Record]] = dataclasses.field(default_factory=lambda: [[], [], []])
 
 
 class BinanceProtocol:
@@ -205,6 +215,8 @@ class BinanceProtocol:
             limits.max_streams_per_connection, limits.max_params_per_frame, _control_frame
         )
         self._planned = False
+        self._replaces: dict[int, int] = {}  # replacement conn_id -> the conn_id it replaces
+        self._closed: set[int] = set()
         for name in symbols:
             self._add(name)
 
@@ -240,7 +252,9 @@ class BinanceProtocol:
         Raises:
             VenueUsageError: ``conn_id`` is unknown (or closed and already replaced).
         """
-        return self._table.rotate(conn_id)
+        plan = self._table.rotate(conn_id)
+        self._replaces[plan.conn_id] = conn_id
+        return plan
 
     def add_symbols(self, names: Iterable[str]) -> list[Output]:
         """Carry more symbols: SYMBOL_ADDED events, SUBSCRIBE `SendFrame`s on open connections
@@ -294,6 +308,13 @@ class BinanceProtocol:
         a snapshot), and the lost trades and quotes streams get one feed-wide GAP event.
         """
         out: list[Output] = []
+        self._closed.add(conn_id)
+        for entry in self._symbols.values():
+            for kind in (_TRADE, _QUOTE, _DEPTH):
+                if entry.source[kind] == conn_id:
+                    self._hand_over(kind, entry, out)
+        for new in [c for c, old in self._replaces.items() if old == conn_id]:
+            del self._replaces[new]
         channels: set[str] = set()
         count = 0
         for stream, acked in self._table.disconnected(conn_id):
@@ -349,20 +370,113 @@ class BinanceProtocol:
                 return [parse_error("unknown_event", frame, conn_id)]
             return [_UNSUBSCRIBED]
         out: list[Output] = []
+        channel, entry = route
         try:
-            if route[0] == _DEPTH:
-                self._on_depth(data, route[1], ts_recv, out)
-            elif route[0] == _QUOTE:
-                self._on_quote(data, route[1], ts_recv, out)
+            if channel == _DEPTH:
+                record: _Record = self._parse_depth(data, entry, ts_recv)
+            elif channel == _QUOTE:
+                record = self._parse_quote(data, entry, ts_recv)
             else:
-                self._on_trade(data, route[1], ts_recv, out)
+                record = self._parse_trade(data, entry, ts_recv)
         except KeyError:
             return [parse_error("missing_field", frame, conn_id)]
         except _WrongEventError:
             return [parse_error("unknown_event", frame, conn_id)]
         except (TypeError, ValueError):
             return [parse_error("field_type", frame, conn_id)]
+        source = entry.source[channel]
+        if source is None:
+            # The first connection to deliver becomes the source, unless it is the replacement
+            # of a connection that is still open: that one keeps the stream until they overlap.
+            predecessor = self._replaces.get(conn_id)
+            open_predecessor = predecessor is not None and predecessor not in self._closed
+            source = entry.source[channel] = predecessor if open_predecessor else conn_id
+        if source == conn_id or source in self._closed:
+            entry.source[channel] = conn_id
+            self._accept(channel, entry, record, out)
+            if entry.held[channel]:
+                self._try_hand_over(channel, entry, out)
+        elif self._replaces.get(conn_id) == source:
+            held = entry.held[channel]
+            held.append(record)
+            if len(held) >= MAX_HELD or self._overlaps(channel, entry):
+                self._hand_over(channel, entry, out)
+        elif self._replaces.get(source) == conn_id:
+            out.append(_RETIRED)
+        else:
+            self._accept(channel, entry, record, out)
         return out
+
+    def _accept(self, kind: int, entry: _Symbol, record: _Record, out: list[Output]) -> None:
+        """Publish ``record`` unless it is a duplicate; depth goes through the book sync."""
+        if kind == _TRADE:
+            trade_id = record[2]
+            if trade_id <= entry.last_trade:
+                out.append(_DUP_TRADE)
+                return
+            entry.last_trade = trade_id
+            out.append(record)
+        elif kind == _QUOTE:
+            update_id = record[2]
+            if update_id <= entry.last_quote:
+                out.append(_DUP_QUOTE)
+                return
+            entry.last_quote = update_id
+            out.append(record)
+        else:
+            entry.book.on_diff(record, out)  # type: ignore[union-attr, arg-type]
+
+    def _last_id(self, kind: int, entry: _Symbol) -> int:
+        if kind == _TRADE:
+            return entry.last_trade
+        if kind == _QUOTE:
+            return entry.last_quote
+        book = entry.book
+        if book is None or book.state is not SyncState.SYNCED or book.local_update_id is None:
+            return -1
+        return book.local_update_id
+
+    def _overlaps(self, kind: int, entry: _Symbol) -> bool:
+        """Whether the old source already delivered the replacement's first held record.
+
+        Each connection's stream is gapless and in order, so once the old one has reached the
+        replacement's first id, switching loses nothing and duplicates are filtered by id. Trade
+        ids are consecutive, so being one short of it is enough there.
+        """
+        first = entry.held[kind][0]
+        first_id = first[2] if kind != _DEPTH else first.last_update_id  # type: ignore[union-attr]
+        if kind == _DEPTH and (entry.book is None or entry.book.state is not SyncState.SYNCED):
+            return True  # the book is (re)synchronizing anyway: it buffers and checks ids
+        return self._last_id(kind, entry) >= first_id - (1 if kind == _TRADE else 0)
+
+    def _try_hand_over(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
+        if self._overlaps(kind, entry):
+            self._hand_over(kind, entry, out)
+
+    def _hand_over(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
+        """Switch ``entry``'s ``kind`` stream to the replacement and release what it held.
+
+        A trade id jump at the seam is a real loss (the old connection closed before the streams
+        overlapped): it becomes a GAP event. Depth jumps are caught by the book sync.
+        """
+        held = entry.held[kind]
+        source = entry.source[kind]
+        successor = next((c for c, old in self._replaces.items() if old == source), None)
+        if successor is None:
+            entry.source[kind] = None
+            return
+        entry.source[kind] = successor
+        entry.held[kind] = []
+        if kind == _TRADE and held and 0 <= entry.last_trade < held[0][2] - 1:
+            detail = {
+                "stream": "trades",
+                "reason": "rotation",
+                "expected": entry.last_trade + 1,
+                "got": held[0][2],
+            }
+            out.append(make_event(EventKind.GAP, detail, entry.symbol_id))
+        for record in held:
+            self._accept(kind, entry, record, out)
 
     def on_snapshot(self, symbol: str, body: bytes, ts_recv: int) -> list[Output]:
         """Take the REST depth snapshot of ``symbol`` (the body as received at ``ts_recv``).
@@ -400,13 +514,10 @@ class BinanceProtocol:
             entry.book.on_snapshot_failed(out)
         return out
 
-    def _on_trade(self, data: _Json, entry: _Symbol, ts: int, out: list[Output]) -> None:
+    def _parse_trade(self, data: _Json, entry: _Symbol, ts: int) -> Trade:
         if data.get("e") != self._trade_event:
             raise _WrongEventError
         trade_id = uint(data[self._trade_id_key])
-        if trade_id <= entry.last_trade:
-            out.append(_DUP_TRADE)
-            return
         ts_event = ms_to_ns(data["T"])
         price_m, price_e = decimal(data["p"])
         qty_m, qty_e = decimal(data["q"])
@@ -417,28 +528,23 @@ class BinanceProtocol:
         origin = data.get("X")
         if origin is not None and origin != "MARKET":
             flags |= _OFF_BOOK
-        entry.last_trade = trade_id
         trade = (ts_event, ts, trade_id, price_m, qty_m, entry.symbol_id, price_e, qty_e)
-        out.append(Trade(*trade, _SELL if maker else _BUY, flags))
+        return Trade(*trade, _SELL if maker else _BUY, flags)
 
-    def _on_quote(self, data: _Json, entry: _Symbol, ts: int, out: list[Output]) -> None:
+    def _parse_quote(self, data: _Json, entry: _Symbol, ts: int) -> Quote:
         event = data.get("e")
         if event is not None and event != "bookTicker":
             raise _WrongEventError
         update_id = uint(data["u"])
-        if update_id <= entry.last_quote:
-            out.append(_DUP_QUOTE)
-            return
         bid_m, bid_e = decimal(data["b"])
         bid_qty_m, bid_qty_e = decimal(data["B"])
         ask_m, ask_e = decimal(data["a"])
         ask_qty_m, ask_qty_e = decimal(data["A"])
         ts_event = _event_time(data)
-        entry.last_quote = update_id
         head = (ts_event, ts, update_id, bid_m, bid_qty_m, ask_m, ask_qty_m, entry.symbol_id)
-        out.append(Quote(*head, bid_e, bid_qty_e, ask_e, ask_qty_e))
+        return Quote(*head, bid_e, bid_qty_e, ask_e, ask_qty_e)
 
-    def _on_depth(self, data: _Json, entry: _Symbol, ts: int, out: list[Output]) -> None:
+    def _parse_depth(self, data: _Json, entry: _Symbol, ts: int) -> Depth:
         if data.get("e") != "depthUpdate":
             raise _WrongEventError
         first = uint(data["U"])
@@ -449,8 +555,7 @@ class BinanceProtocol:
         ts_event = _event_time(data) or ms_to_ns(data["E"])
         bids = price_levels(data["b"])
         asks = price_levels(data["a"])
-        depth = Depth(ts_event, ts, entry.symbol_id, first, last, prev, bids, asks)
-        entry.book.on_diff(depth, out)  # type: ignore[union-attr]
+        return Depth(ts_event, ts, entry.symbol_id, first, last, prev, bids, asks)
 
     def _add(self, name: str) -> _Symbol:
         if not name or not name.isprintable() or any(c in name for c in '/@" '):
