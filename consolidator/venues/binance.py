@@ -388,9 +388,10 @@ class BinanceProtocol:
         if source is None:
             # The first connection to deliver becomes the source, unless it is the replacement
             # of a connection that is still open: that one keeps the stream until they overlap.
-            predecessor = self._replaces.get(conn_id)
-            open_predecessor = predecessor is not None and predecessor not in self._closed
-            source = entry.source[channel] = predecessor if open_predecessor else conn_id
+            source = self._replaces.get(conn_id)
+            if source is None or source in self._closed:
+                source = conn_id
+            entry.source[channel] = source
         if source == conn_id or source in self._closed:
             entry.source[channel] = conn_id
             self._accept(channel, entry, record, out)
