@@ -38,6 +38,7 @@ VENUES: Final[dict[str, tuple[str, str]]] = {
     "binance-usdm": ("wss://fstream.binance.com", "https://fapi.binance.com"),
     "deribit": ("wss://www.deribit.com/ws/api/v2", "https://www.deribit.com"),
 }
+TRADE_STREAMS: Final = ("trade", "aggTrade")
 FEED_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
@@ -85,7 +86,8 @@ class FeedConfig:
     levels), ``compression`` (websocket permessage-deflate), ``rotate_after_s`` (make-before-break
     rotation ahead of the venue's 24 h cut), ``rediscover_s`` (re-read the instrument list when
     ``symbols = "all"``), ``stale_after_s`` (no data for this long: reconnect), ``cpu`` (the core to
-    pin the writer to).
+    pin the writer to), ``trade_stream`` (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"``
+    on spot, ``"aggTrade"`` on USD-M).
     """
 
     name: str
@@ -103,6 +105,7 @@ class FeedConfig:
     rediscover_s: float = 3600.0
     stale_after_s: float = 30.0
     cpu: int | None = None
+    trade_stream: str | None = None  # None: the venue's default
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -270,6 +273,12 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
     cpu = t.get("cpu", int, None)
     if cpu is not None and cpu < 0:
         raise ConfigError(f"{path}: cpu: expected a core number >= 0, got {cpu}")
+    trade_stream = t.get("trade_stream", str, None)
+    if trade_stream is not None and trade_stream not in TRADE_STREAMS:
+        raise ConfigError(
+            f"{path}: trade_stream: expected one of {', '.join(TRADE_STREAMS)}, "
+            f"got {trade_stream!r}"
+        )
     result = FeedConfig(
         name=feed,
         path=path,
@@ -286,6 +295,7 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
         rediscover_s=t.positive("rediscover_s", 3600.0),
         stale_after_s=t.positive("stale_after_s", 30.0),
         cpu=cpu,
+        trade_stream=trade_stream,
     )
     t.finish()
     return result

@@ -10,8 +10,10 @@ from consolidator.cli.common import EXIT_USAGE, add_common, run_main
 
 __all__ = ["main"]
 
+COMMANDS = {
+    "run": ("FEED", "the writer for one feed (systemd: consolidator@FEED)", None),
+}
 LATER = {
-    "run": ("FEED", "the writer for one feed (systemd: consolidator@FEED)", "M1-2"),
     "flusher": (None, "durable sync of every ring under shm_dir", "M1-3"),
     "exporter": (None, "Prometheus endpoint for all feeds", "M1-5"),
 }
@@ -24,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_common(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (arg, help_text, _) in LATER.items():
+    for name, (arg, help_text, _) in (COMMANDS | LATER).items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         add_common(sp)
         if arg:
@@ -45,6 +47,10 @@ def _main(argv: Sequence[str]) -> int:
 
         return sim_main(list(argv[1:]))
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        from consolidator.feed.main import run
+
+        return run(args)
     if args.command in LATER:
         issue = LATER[args.command][2]
         print(f"consolidator {args.command}: not yet implemented ({issue})", file=sys.stderr)

@@ -1,0 +1,284 @@
+"""From venue-protocol outputs to the feed's rings; the writer's hot path.
+
+`Publisher` owns the rings of one feed (created at start, so readers can attach before the venue
+answers). `Publisher.on_message` takes one received message: counts it, keeps it in the raw
+ring, runs the venue protocol and dispatches the outputs: records to their rings, events to the
+events ring, drops and parse errors to the counters, and the protocol's requests (snapshots,
+control frames, connections) to the writer through `Requests`.
+
+Bad input never raises here. A parse error is counted; its kind is logged once with a sample and
+becomes a PARSE_ERROR event, the first of each kind at once and later ones summarized at most once
+per `PARSE_EVENT_INTERVAL_S` per kind, so a venue sending garbage cannot flood the events ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+import orjson
+
+from consolidator.errors import RecordError
+from consolidator.feed.counters import Counters
+from consolidator.payloads import (
+    Depth,
+    Event,
+    Quote,
+    Raw,
+    Trade,
+    encode_depth,
+    encode_event,
+    encode_raw,
+)
+from consolidator.records import NO_SYMBOL, EventKind, RecordType
+from consolidator.ring.writer import FixedRingWriter, RingWriter, VariableRingWriter
+from consolidator.streams import open_stream_writer
+from consolidator.venues.base import (
+    ConnectionPlan,
+    Dropped,
+    FetchSnapshot,
+    Output,
+    ParseError,
+    Reconnect,
+    SendFrame,
+)
+
+__all__ = ["PARSE_EVENT_INTERVAL_S", "Publisher", "Requests", "open_rings"]
+
+_log = logging.getLogger(__name__)
+
+PARSE_EVENT_INTERVAL_S: Final = 10.0
+_HEAD: Final = 64
+_STREAM_PREFIX: Final = b'{"stream"'
+_CHANNEL_OF: Final = {b"t": "trades", b"a": "trades", b"b": "quotes", b"d": "depth"}
+_DEPTH_T: Final = int(RecordType.DEPTH)
+_SNAPSHOT_T: Final = int(RecordType.SNAPSHOT)
+_EVENT_T: Final = int(RecordType.EVENT)
+_RAW_T: Final = int(RecordType.RAW)
+_GAP: Final = EventKind.GAP
+_RESYNC: Final = EventKind.RESYNC
+
+
+class Requests(Protocol):
+    """What the writer does for the protocol's requests."""
+
+    def fetch_snapshot(self, request: FetchSnapshot) -> None:
+        """Queue a snapshot fetch (coalesced per symbol)."""
+
+    def send_frame(self, request: SendFrame) -> None:
+        """Send a control frame on an open connection."""
+
+    def reconnect(self, request: Reconnect) -> None:
+        """Replace a connection make-before-break."""
+
+    def open_connection(self, plan: ConnectionPlan) -> None:
+        """Open a new connection (more symbols than the open ones can carry)."""
+
+
+def open_rings(
+    shm_dir: Path, feed: str, streams: Sequence[str], scale: int
+) -> dict[str, RingWriter]:
+    """Create or reopen the ring of every stream; on failure close those already open."""
+    rings: dict[str, RingWriter] = {}
+    try:
+        for stream in streams:
+            rings[stream] = open_stream_writer(shm_dir, feed, stream, scale=scale)
+    except BaseException:
+        for ring in rings.values():
+            ring.close()
+        raise
+    return rings
+
+
+def _channel(message: bytes) -> str:
+    """The channel of a combined-stream message, from the byte after ``@`` in its stream name."""
+    if not message.startswith(_STREAM_PREFIX):
+        return "other"
+    at = message.find(b"@", 9, _HEAD)
+    return "other" if at < 0 else _CHANNEL_OF.get(message[at + 1 : at + 2], "other")
+
+
+class Publisher:
+    """Publishes a feed's records and events, counts everything.
+
+    Args:
+        rings: the open rings by stream name (from `open_rings`); channels not carried have none.
+        on_frame: the venue protocol's ``on_frame``.
+        requests: the writer.
+        counters: the writer's counters.
+    """
+
+    def __init__(
+        self,
+        rings: Mapping[str, RingWriter],
+        on_frame: Callable[[int, bytes, int], list[Output]],
+        requests: Requests,
+        counters: Counters,
+    ) -> None:
+        self.rings = dict(rings)
+        self.on_frame = on_frame
+        """The venue protocol's ``on_frame`` (settable: the protocol may come later)."""
+        self._requests = requests
+        self.counters = counters
+        self._events = _variable(rings["events"])
+        self._depth = _variable(rings["depth"]) if "depth" in rings else None
+        self._raw = _variable(rings["raw"]) if "raw" in rings else None
+        trades = rings.get("trades")
+        quotes = rings.get("quotes")
+        self._trades = trades.publish if isinstance(trades, FixedRingWriter) else None
+        self._quotes = quotes.publish if isinstance(quotes, FixedRingWriter) else None
+        self._published = counters.records_published
+        for stream in rings:
+            self._published.setdefault(stream, 0)
+        self._parse_seen: dict[str, int] = {}
+        self._parse_last_event: dict[str, float] = {}
+        self._unexpected: set[str] = set()
+
+    def on_message(self, conn_id: int, message: bytes, ts_recv: int) -> None:
+        """One complete message received on ``conn_id`` at ``ts_recv`` (ns)."""
+        c = self.counters
+        channel = _channel(message)
+        c.messages_received[channel] += 1
+        c.last_message_ns[channel] = ts_recv
+        c.bytes_received += len(message)
+        raw = self._raw
+        if raw is not None:
+            try:
+                raw.publish(_RAW_T, encode_raw(Raw(ts_recv, conn_id, message)))
+                self._published["raw"] += 1
+            except RecordError:
+                c.drops["raw_too_large"] += 1
+        try:
+            outputs = self.on_frame(conn_id, message, ts_recv)
+        except Exception as exc:  # a protocol bug must not stop the feed
+            self._internal_error("on_frame", exc)
+            return
+        self.handle(outputs)
+
+    def handle(self, outputs: Sequence[Output]) -> None:
+        """Act on protocol outputs: publish, count, or pass requests on."""
+        for out in outputs:
+            kind = type(out)
+            try:
+                if kind is Trade:
+                    if self._trades is not None:
+                        self._trades(*out)  # type: ignore[misc]
+                        self._published["trades"] += 1
+                elif kind is Quote:
+                    if self._quotes is not None:
+                        self._quotes(*out)  # type: ignore[misc]
+                        self._published["quotes"] += 1
+                elif kind is Depth:
+                    self._publish_depth(out)  # type: ignore[arg-type]
+                elif kind is Dropped:
+                    self.counters.drops[out.reason] += out.count  # type: ignore[union-attr, operator]
+                elif kind is Event:
+                    self._publish_event(out)  # type: ignore[arg-type]
+                elif kind is ParseError:
+                    self._parse_error(out)  # type: ignore[arg-type]
+                elif kind is FetchSnapshot:
+                    self._requests.fetch_snapshot(out)  # type: ignore[arg-type]
+                elif kind is SendFrame:
+                    self._requests.send_frame(out)  # type: ignore[arg-type]
+                elif kind is Reconnect:
+                    self._requests.reconnect(out)  # type: ignore[arg-type]
+                elif kind is ConnectionPlan:
+                    self._requests.open_connection(out)  # type: ignore[arg-type]
+                else:
+                    self._unexpected_output(out)
+            except RecordError as exc:
+                self.counters.drops["record_error"] += 1
+                self._log_once(f"record:{kind.__name__}", "cannot encode a %s: %s", kind, exc)
+            except Exception as exc:  # a bug must not stop the feed
+                self._internal_error(kind.__name__, exc)
+
+    def event(
+        self,
+        kind: EventKind,
+        detail: Mapping[str, object],
+        symbol_id: int = NO_SYMBOL,
+        ts_event: int = 0,
+    ) -> None:
+        """Publish an event of the writer itself (connect, rotation, writer start/stop...)."""
+        self._publish_event(Event(kind, orjson.dumps(detail).decode(), symbol_id, ts_event))
+
+    def heartbeat(self, now_ns: int | None = None) -> None:
+        """Tell readers of every ring that the writer is alive."""
+        now = time.time_ns() if now_ns is None else now_ns
+        for ring in self.rings.values():
+            ring.heartbeat(now)
+
+    def close(self) -> None:
+        """Close every ring (readers see the writer stopped)."""
+        for ring in self.rings.values():
+            ring.close()
+
+    def flush_parse_errors(self) -> None:
+        """Publish the PARSE_ERROR summaries that are due (called from the status timer)."""
+        now = time.monotonic()
+        for kind, count in list(self._parse_seen.items()):
+            if count and now - self._parse_last_event.get(kind, 0.0) >= PARSE_EVENT_INTERVAL_S:
+                self._parse_event(kind, count, None, b"")
+
+    def _publish_depth(self, depth: Depth) -> None:
+        ring = self._depth
+        if ring is None:
+            return
+        ring.publish(_SNAPSHOT_T if depth.snapshot else _DEPTH_T, encode_depth(depth))
+        self._published["depth"] += 1
+
+    def _publish_event(self, event: Event) -> None:
+        self._events.publish(_EVENT_T, encode_event(event))
+        self._published["events"] += 1
+        if event.kind == _GAP:
+            self.counters.gaps += 1
+        elif event.kind == _RESYNC:
+            self.counters.resyncs += 1
+
+    def _parse_error(self, error: ParseError) -> None:
+        kind = error.kind
+        self.counters.parse_errors[kind] += 1
+        first = kind not in self._parse_last_event
+        self._parse_seen[kind] = self._parse_seen.get(kind, 0) + 1
+        if first:
+            _log.warning(
+                "parse error %s (conn %s), counting further ones silently; sample: %r",
+                kind,
+                error.conn_id,
+                error.sample,
+            )
+            self._parse_event(kind, 1, error.conn_id, error.sample)
+
+    def _parse_event(self, kind: str, count: int, conn_id: int | None, sample: bytes) -> None:
+        self._parse_last_event[kind] = time.monotonic()
+        self._parse_seen[kind] = 0
+        detail: dict[str, object] = {"kind": kind, "count": count}
+        if conn_id is not None:
+            detail["conn_id"] = conn_id
+        if sample:
+            detail["sample"] = sample.decode("utf-8", "replace")
+        self.event(EventKind.PARSE_ERROR, detail)
+
+    def _unexpected_output(self, out: object) -> None:
+        self.counters.internal_errors += 1
+        self._log_once(f"output:{type(out).__name__}", "unexpected protocol output %r", out)
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        self.counters.internal_errors += 1
+        if where not in self._unexpected:
+            self._unexpected.add(where)
+            _log.error("internal error in %s (%s: %s), continuing", where, type(exc).__name__, exc)
+
+    def _log_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._unexpected:
+            self._unexpected.add(key)
+            _log.error(message, *args)
+
+
+def _variable(ring: RingWriter) -> VariableRingWriter:
+    if not isinstance(ring, VariableRingWriter):
+        raise TypeError(f"{ring.path} is not a variable ring")
+    return ring
