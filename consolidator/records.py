@@ -167,7 +167,15 @@ _DIGITS: Final = frozenset("0123456789")
 
 def _checked(mantissa: int, exponent: int, text: object) -> tuple[int, int]:
     if not INT64_MIN <= mantissa <= INT64_MAX:
-        raise DecimalCodecError(f"decimal has more digits than an int64 mantissa holds: {text!r}")
+        # Trailing zeros cost mantissa range but carry no value: drop just enough of them to fit
+        # ("95000000000.00000000" is 95000000000 exactly), and refuse only real precision.
+        while mantissa % 10 == 0 and mantissa and not INT64_MIN <= mantissa <= INT64_MAX:
+            mantissa //= 10
+            exponent += 1
+        if not INT64_MIN <= mantissa <= INT64_MAX:
+            raise DecimalCodecError(
+                f"decimal has more significant digits than an int64 mantissa holds: {text!r}"
+            )
     if not EXP_MIN <= exponent <= EXP_MAX:
         raise DecimalCodecError(f"decimal exponent out of the int8 range: {text!r}")
     return mantissa, exponent
@@ -178,7 +186,8 @@ def encode_decimal(text: str | int) -> tuple[int, int]:
 
     Accepts plain notation (``"0.00000123"``, ``"-5"``, ``"61837.63000000"``) and scientific
     notation (``"1e-05"``, ``"1.5E+3"``). Digits are kept as sent: trailing zeros stay in the
-    mantissa.
+    mantissa, unless they alone push it past int64; then just enough of them are dropped (the
+    value is unchanged).
 
     Raises:
         DecimalCodecError: the text is not a finite decimal, or needs more than an int64 mantissa

@@ -408,6 +408,13 @@ class ConnectionTable:
             raise VenueUsageError(f"connection {conn_id} is not planned")
         conn.state = _OPEN
 
+    def forget(self, conn_id: int) -> None:
+        """Drop ``conn_id`` and its pending requests (a replacement that failed: its streams
+        stay with the connection it was to replace)."""
+        self._conns.pop(conn_id, None)
+        for request_id in [r for r, p in self._pending.items() if p[0] == conn_id]:
+            del self._pending[request_id]
+
     def disconnected(self, conn_id: int) -> list[tuple[str, bool]]:
         """Close ``conn_id``; its streams no other open connection covers, each with whether
         the venue had acknowledged it on ``conn_id``. Empty if unknown or already closed."""

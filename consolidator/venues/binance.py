@@ -308,6 +308,17 @@ class BinanceProtocol:
         a snapshot), and the lost trades and quotes streams get one feed-wide GAP event.
         """
         out: list[Output] = []
+        predecessor = self._replaces.get(conn_id)
+        if predecessor is not None and predecessor not in self._closed:
+            # A replacement that failed while the connection it was to replace still runs: that
+            # one keeps its streams (nothing was missed); forget the replacement and what it held.
+            del self._replaces[conn_id]
+            self._table.forget(conn_id)
+            for entry in self._symbols.values():
+                for kind in (_TRADE, _QUOTE, _DEPTH):
+                    if entry.source[kind] == predecessor:
+                        entry.held[kind] = []
+            return out
         self._closed.add(conn_id)
         for entry in self._symbols.values():
             for kind in (_TRADE, _QUOTE, _DEPTH):

@@ -74,6 +74,22 @@ def test_scientific_and_canonical_forms(text: str, value: Decimal, canonical: st
     assert decimal_str(*encoded) == canonical
 
 
+@pytest.mark.parametrize(
+    ("text", "encoded"),
+    [
+        ("95000000000.00000000", (9_500_000_000_000_000_000 // 10, -7)),
+        ("92233720368.54775807", (9_223_372_036_854_775_807, -8)),
+        ("-95000000000.00000000", (-950_000_000_000_000_000, -7)),
+        ("100000000000000000000", (1_000_000_000_000_000_000, 2)),
+    ],
+)
+def test_trailing_zeros_give_way_before_precision_is_refused(
+    text: str, encoded: tuple[int, int]
+) -> None:
+    assert encode_decimal(text) == encoded
+    assert to_decimal(*encoded) == Decimal(text)
+
+
 def test_json_integers_are_accepted() -> None:
     assert encode_decimal(101872) == (101872, 0)
 

@@ -137,3 +137,22 @@ def test_replacement_after_a_disconnect_takes_over_at_once() -> None:
     assert _published(protocol.on_frame(again.conn_id, trade("AAAUSDT", 1001), 0)) == [
         ("trade", 1001)
     ]
+
+
+def test_a_failed_replacement_leaves_the_old_connection_in_charge() -> None:
+    protocol, old, new = _rotating()
+    protocol.on_frame(new, trade("AAAUSDT", 1005), 0)  # held: the old one has not got there
+    assert protocol.on_disconnect(new, 0) == [], "nothing was missed: the old one still runs"
+    outputs: list[Output] = []
+    for trade_id in range(1001, 1008):
+        outputs += protocol.on_frame(old, trade("AAAUSDT", trade_id), 0)
+    assert [p[1] for p in _published(outputs)] == list(range(1001, 1008))
+    again = protocol.plan_rotation(old)
+    _ack(protocol, again)
+    assert protocol.on_frame(again.conn_id, trade("AAAUSDT", 1007), 0)[0] != Dropped(
+        "retired_connection", 1
+    )
+    protocol.on_disconnect(old, 0)
+    assert _published(protocol.on_frame(again.conn_id, trade("AAAUSDT", 1008), 0)) == [
+        ("trade", 1008)
+    ]
