@@ -1,9 +1,12 @@
-"""``consolidator demo``: a writer and a live tail on real rings, in a private root.
+"""``consolidator demo``: the pipeline offline, in a private root, with a live tail.
 
-Until the feed writer exists (M1-2) the writer is a synthetic random-walk market publishing trades,
-quotes and events through the real ring writer; ``mdtail`` runs as a separate process and shows it
-live. At the end the demo reads every ring back with ``mdtail --no-follow --format json`` and checks
-that each published record is there exactly once.
+The simulator (synthetic Binance spot market) feeds the real writer (``consolidator run demo``),
+which publishes into rings under a private shm directory; ``mdtail`` shows trades, quotes and
+events live. At the end the demo checks the trades ring against the simulator's truth log (every
+trade exactly once) and that every order book synchronized with no gap.
+
+`synthetic_writer` is a writer without an exchange (a random walk straight into the rings), used by
+tests that need rings with known content.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-from consolidator.payloads import Event, encode_event
+from consolidator.payloads import Event, decode_event, encode_event
 from consolidator.records import EventKind, RecordType, Side
+from consolidator.ring.reader import VariableRingReader
 from consolidator.ring.writer import FixedRingWriter, VariableRingWriter
-from consolidator.streams import open_stream_writer, write_feed_meta
+from consolidator.streams import open_stream_reader, open_stream_writer, write_feed_meta
 from consolidator.symbols import SymbolTable
 
 __all__ = ["run_demo", "synthetic_writer"]
@@ -88,12 +93,54 @@ def synthetic_writer(shm_dir: Path, rate: float, stop_after_s: float) -> dict[st
     return counts
 
 
-def _bin(name: str) -> list[str]:
-    return [sys.executable, "-m", f"consolidator.cli.{name}"]
+def _bin(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def _stop(proc: subprocess.Popen[str] | None, sig: int = signal.SIGTERM) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _read_json_lines(args: list[str], env: dict[str, str]) -> list[dict[str, object]]:
+    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip() or f"{args} exited {result.returncode}")
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _control(rest_url: str, action: str) -> None:
+    body = json.dumps({"action": action}).encode()
+    request = urllib.request.Request(f"{rest_url}/sim/control", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def _wait_subscribed(shm_dir: Path, writer: subprocess.Popen[str], timeout_s: float = 20) -> None:
+    """Until the venue has acknowledged the writer's subscriptions (a SUBSCRIBE event)."""
+    reader = open_stream_reader(shm_dir, FEED, "events", start="oldest")
+    assert isinstance(reader, VariableRingReader)
+    deadline = time.monotonic() + timeout_s
+    with reader:
+        while time.monotonic() < deadline and writer.poll() is None:
+            for record in reader.read_batch():
+                if decode_event(record.payload).kind == EventKind.SUBSCRIBE:
+                    return
+            time.sleep(0.02)
+    raise RuntimeError("the writer did not subscribe in time")
 
 
 def run_demo(duration_s: float, rate: float) -> int:
-    """Run the demo; returns 0 if every published record was read back exactly once."""
+    """Simulator -> writer -> rings, a live ``mdtail``, then a check against ground truth.
+
+    Returns 0 when every trade the simulator made is in the trades ring exactly once and every
+    book synchronized.
+    """
     root = Path(tempfile.mkdtemp(prefix="consolidator-demo-"))
     shm_base = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
     shm_dir = Path(tempfile.mkdtemp(prefix="consolidator-demo-", dir=shm_base))
@@ -102,52 +149,72 @@ def run_demo(duration_s: float, rate: float) -> int:
     (config_dir / "consolidator.toml").write_text(
         f'shm_dir = "{shm_dir}"\nstate_dir = "{root / "state"}"\n'
     )
-    (config_dir / "feeds" / f"{FEED}.toml").write_text(
-        'venue = "binance"\nsymbols = ["BTCUSDT", "ETHUSDT", "PEPEUSDT"]\n'
-    )
     env = {**os.environ, "CONSOLIDATOR_CONFIG_DIR": str(config_dir)}
+    truth = root / "truth.jsonl"
+    procs: list[subprocess.Popen[str]] = []
     print(f"demo: private root {root}, rings in {shm_dir}", flush=True)
-    writer = subprocess.Popen(
-        [*_bin("demo"), "--writer", str(shm_dir), str(rate), str(duration_s)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    tail = None
     try:
+        sim = subprocess.Popen(
+            [*_bin("consolidator.sim.cli"), "--venue", "binance", "--port", "0",
+             "--symbols", "3", "--rate", str(rate), "--truth-log", str(truth)],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        procs.append(sim)
+        assert sim.stdout is not None
+        hello = json.loads(sim.stdout.readline())
+        symbols = list(hello["symbols"])
+        _control(hello["rest_url"], "pause")  # no trades until the writer is subscribed
+        print(f"demo: simulator on {hello['ws_url']} with {', '.join(symbols)}", flush=True)
+        (config_dir / "feeds" / f"{FEED}.toml").write_text(
+            f'venue = "binance"\nsymbols = {json.dumps(symbols)}\n'
+            f'ws_url = "{hello["ws_url"]}"\nrest_url = "{hello["rest_url"]}"\n'
+        )
+        writer = subprocess.Popen([*_bin("consolidator.cli.main"), "run", FEED], text=True, env=env)
+        procs.append(writer)
         while not (shm_dir / FEED / "events.ring").exists():
             if writer.poll() is not None:
                 print("demo: the writer failed to start", file=sys.stderr)
                 return 1
-            time.sleep(0.01)
-        tail = subprocess.Popen([*_bin("mdtail"), FEED, "-n", "0"], env=env)
-        out, _ = writer.communicate(timeout=duration_s + 30)
-        counts = json.loads(out.strip().splitlines()[-1])
+            time.sleep(0.02)
+        tail = subprocess.Popen(
+            [*_bin("consolidator.cli.mdtail"), FEED, "--stream", "trades", "--stream", "quotes",
+             "--stream", "events", "-n", "0"],
+            text=True, env=env,
+        )  # fmt: skip
+        procs.append(tail)
+        _wait_subscribed(shm_dir, writer)
+        _control(hello["rest_url"], "resume")
+        time.sleep(duration_s)
+        # Pause the market (the simulator sends what it has made first), let the writer drain.
+        _control(hello["rest_url"], "pause")
+        time.sleep(1.0)
+        _stop(writer)
+        writer_code = writer.returncode
         time.sleep(0.3)
+        _stop(tail, signal.SIGINT)
+        trades = _read_json_lines(
+            [*_bin("consolidator.cli.mdtail"), FEED, "--stream", "trades", "--no-follow",
+             "--format", "json"], env,
+        )  # fmt: skip
+        events = _read_json_lines(
+            [*_bin("consolidator.cli.mdtail"), FEED, "--stream", "events", "--no-follow",
+             "--format", "json"], env,
+        )  # fmt: skip
     finally:
-        for proc in (tail, writer):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(timeout=10)
-    check = subprocess.run(
-        [*_bin("mdtail"), FEED, "--no-follow", "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+        for proc in procs:
+            _stop(proc)
+    made = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []
+    made_ids = sorted((t["symbol"], t["trade_id"]) for t in made)
+    got_ids = sorted((str(t["symbol"]), t["trade_id"]) for t in trades)
+    synced = {e["symbol"] for e in events if e["kind"] == "book_synced"}
+    gaps = [e for e in events if e["kind"] in ("gap", "resync")]
+    ok = writer_code == 0 and got_ids == made_ids and synced == set(symbols) and not gaps
+    print(
+        f"demo: the simulator made {len(made_ids)} trades; the trades ring holds {len(got_ids)}"
+        f" ({'each exactly once' if got_ids == made_ids else 'MISMATCH'});"
+        f" books synchronized: {len(synced)}/{len(symbols)}; gaps: {len(gaps)};"
+        f" writer exit status {writer_code}"
     )
-    seen: dict[str, list[int]] = {"trade": [], "quote": [], "event": []}
-    for line in check.stdout.splitlines():
-        obj = json.loads(line)
-        seen[obj["type"]].append(obj["seq"])
-    ok = check.returncode == 0
-    for kind, stream in (("trade", "trades"), ("quote", "quotes"), ("event", "events")):
-        exact = seen[kind] == list(range(counts[stream]))
-        ok = ok and exact
-        print(
-            f"demo: {stream}: published {counts[stream]}, read back {len(seen[kind])}"
-            f" {'exactly once, in order' if exact else 'MISMATCH'}"
-        )
     shutil.rmtree(shm_dir, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
     print("demo: OK" if ok else "demo: FAILED")

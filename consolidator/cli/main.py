@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole pipeline offline, with a live tail")
     add_common(demo)
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS")
-    demo.add_argument("--rate", type=float, default=25.0, help="records per second shown")
+    demo.add_argument("--rate", type=float, default=10.0, help="simulated trades+quotes per second")
     return p
 
 
