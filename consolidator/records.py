@@ -193,13 +193,24 @@ def encode_decimal(text: str | int) -> tuple[int, int]:
         DecimalCodecError: the text is not a finite decimal, or needs more than an int64 mantissa
             or an int8 exponent.
     """
+    if type(text) is str and text.isascii():
+        # Fast path, what Binance sends: unsigned plain notation. For ASCII text, str.isdigit()
+        # is exactly [0-9] (no '_', spaces or signs, which int() would also accept).
+        point = text.find(".")
+        if point < 0:
+            if text.isdigit() and (mantissa := int(text)) <= INT64_MAX:
+                return mantissa, 0
+        elif 0 < point < len(text) - 1:
+            digits = text[:point] + text[point + 1 :]
+            if digits.isdigit() and (mantissa := int(digits)) <= INT64_MAX:
+                return mantissa, point + 1 - len(text)
     if type(text) is int:
         return _checked(text, 0, text)
     if not isinstance(text, str):
         raise DecimalCodecError(f"not a decimal string: {text!r}")
     head, dot, frac = text.partition(".")
     body = head[1:] if head[:1] == "-" else head
-    # Fast path: plain notation, ASCII digits only (str.isdigit also accepts '²' and friends).
+    # Signed or overflowing plain notation (ASCII digits only: str.isdigit accepts '²' too).
     if body and _DIGITS.issuperset(body) and (not dot or (frac and _DIGITS.issuperset(frac))):
         return _checked(int(head + frac), -len(frac), text)
     return _encode_scientific(text)

@@ -32,6 +32,7 @@ _P_TRADE = 0.12
 _P_CANCEL = 0.42
 _MIN_LEVELS = 10
 _MIN_TURN = 0.001
+_DEPTH_PHASES = 10
 
 
 def _now_ms() -> int:
@@ -61,6 +62,7 @@ class SyntheticMarket:
         self._active: list[SymbolState] = []
         self._trackers: dict[int, list[DepthTracker]] = {}
         self._due: dict[int, float] = {}
+        self._phase: dict[int, int] = {}
         self._paused = False
         self._resumed = asyncio.Event()
         self.rate = config.rate
@@ -327,16 +329,28 @@ class SyntheticMarket:
             st.sent["depthUpdate"] += self._hub.publish(name, payload)
 
     def flush_depth(self, loop_now: float, force: bool = False) -> None:
-        """Emit the diff events of every depth interval that is due (all when ``force``)."""
+        """Emit the diff events that are due (all when ``force``).
+
+        A venue's per-symbol timers are not aligned, so each interval is split into
+        `_DEPTH_PHASES` sub-ticks and each sub-tick emits its share of the symbols: every symbol
+        still gets one diff per interval, but they do not all leave in one burst.
+        """
         now_ms = _now_ms()
         for interval, trackers in self._trackers.items():
-            due = self._due[interval]
-            if not force and loop_now < due:
+            if force:
+                for tr in trackers:
+                    self._emit_depth(tr, now_ms, loop_now)
                 continue
-            if not force:
-                due += interval / 1000
-                self._due[interval] = due if due > loop_now else loop_now + interval / 1000
-            for tr in trackers:
+            due = self._due[interval]
+            if loop_now < due:
+                continue
+            phases = _DEPTH_PHASES if interval else 1
+            step = interval / 1000 / phases
+            phase = self._phase.get(interval, 0)
+            self._phase[interval] = (phase + 1) % phases
+            due += step
+            self._due[interval] = due if due > loop_now else loop_now + step
+            for tr in trackers[phase::phases]:
                 self._emit_depth(tr, now_ms, loop_now)
 
     # Main loop
@@ -355,7 +369,7 @@ class SyntheticMarket:
                 continue
             rate = self.rate
             unlimited = math.isinf(rate) or rate <= 0
-            max_batch = 2000.0 if unlimited else max(50.0, rate * 0.02)
+            max_batch = 2000.0 if unlimited else max(1.0, rate * 0.002)
             now = loop.time()
             behind = True
             if self._active:

@@ -1,0 +1,382 @@
+"""Feed writer benchmark: simulator -> ``consolidator run`` -> rings, against a bare receive loop.
+
+Run: ``.venv/bin/python -m tools.bench.feed [--quick] [--soak SECONDS] [--profile] [--json PATH]``
+
+Measures, in one run on this machine:
+
+1. **Throughput per writer core.** The simulator publishes a synthetic Binance spot market at full
+   rate over loopback. The writer subscribes to trades, bookTicker and 100 ms depth of every symbol
+   and publishes into its rings (raw frames included). Messages/s per CPU-second of the writer
+   process is compared with a *bare receive loop*: the same websockets client library, same
+   subscriptions, same event loop (uvloop), receiving frames and doing nothing (the floor).
+2. **Receive->commit latency** (``ts_commit - ts_recv`` of every published trade, quote and depth
+   record) with the simulator paced at about 10 k and 30 k messages/s; read from the rings after the
+   run so the measuring reader costs the writer nothing.
+3. **Writer RSS** sampled over a soak period (``--soak``; 600 s for the record).
+4. ``--profile``: a py-spy profile of the writer at full rate, summarized by function (self time)
+   and by component.
+
+The message mix is reported as measured (depth / quotes / trades share of published records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from consolidator.ring.reader import FixedRingReader, VariableRingReader
+from consolidator.streams import open_stream_reader
+
+PY = sys.executable
+FEED = "bench"
+
+
+@dataclass
+class Sim:
+    proc: subprocess.Popen[str]
+    hello: dict[str, Any]
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def start_sim(symbols: int, rate: str) -> Sim:
+    proc = subprocess.Popen(
+        [PY, "-m", "consolidator.sim.cli", "--venue", "binance", "--port", "0",
+         "--symbols", str(symbols), "--rate", rate, "--weight-limit", "1000000",
+         "--max-send-buffer", str(1 << 30)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return Sim(proc, json.loads(proc.stdout.readline()))
+
+
+def subscriptions(symbols: list[str]) -> list[tuple[str, list[bytes]]]:
+    """The writer's own connection plan (path, subscribe frames) for these symbols."""
+    from consolidator.venues.binance import BinanceProtocol
+
+    ids = iter(range(1 << 30))
+    protocol = BinanceProtocol("spot", symbols, ["trades", "quotes", "depth"], lambda _: next(ids))
+    return [(p.path, list(p.subscribe_frames)) for p in protocol.plan_connections()]
+
+
+async def _bare(ws_url: str, plans: list[tuple[str, list[bytes]]], seconds: float) -> int:
+    import websockets.asyncio.client as wsc
+
+    count = 0
+
+    async def one(path: str, frames: list[bytes]) -> None:
+        nonlocal count
+        async with wsc.connect(
+            ws_url + path, proxy=None, compression=None, max_size=1 << 24, ping_interval=None
+        ) as ws:
+            for frame in frames:
+                await ws.send(frame.decode())
+                await asyncio.sleep(0.25)
+            async for _ in ws:
+                count += 1
+
+    tasks = [asyncio.create_task(one(p, f)) for p, f in plans]
+    await asyncio.sleep(3.0)  # subscribed and flowing
+    start_count, start_cpu, start = count, time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    frames = count - start_count
+    cpu = time.process_time() - start_cpu
+    wall = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return int(frames / cpu) if cpu else 0 if wall else 0
+
+
+def bare_loop(ws_url: str, symbols: list[str], seconds: float) -> dict[str, float]:
+    """Frames per CPU-second of a websockets client that receives and does nothing."""
+    import uvloop
+
+    plans = subscriptions(symbols)
+    start = time.process_time()
+    per_cpu = uvloop.run(_bare(ws_url, plans, seconds))
+    return {"frames_per_cpu_s": per_cpu, "cpu_s": time.process_time() - start}
+
+
+@dataclass
+class Writer:
+    proc: subprocess.Popen[str]
+    root: Path
+    shm: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> int:
+        stop(self.proc)
+        return self.proc.returncode
+
+
+def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
+    root = Path(tempfile.mkdtemp(prefix="bench-feed-"))
+    shm = Path(tempfile.mkdtemp(prefix="bench-feed-", dir="/dev/shm"))
+    (root / "feeds").mkdir()
+    (root / "consolidator.toml").write_text(f'shm_dir = "{shm}"\nstate_dir = "{root}/state"\n')
+    (root / "feeds" / f"{FEED}.toml").write_text(
+        f'venue = "binance"\nsymbols = {json.dumps(symbols)}\nraw = {str(raw).lower()}\n'
+        f'ws_url = "{sim.hello["ws_url"]}"\nrest_url = "{sim.hello["rest_url"]}"\n'
+        "snapshot_limit = 100\nring_scale = 2\n"
+    )
+    env = {**os.environ, "CONSOLIDATOR_CONFIG_DIR": str(root)}
+    proc = subprocess.Popen(
+        [PY, "-m", "consolidator.cli.main", "run", FEED],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    while not (shm / FEED / "raw.ring").exists():
+        if proc.poll() is not None:
+            raise RuntimeError("writer failed to start")
+        time.sleep(0.05)
+    return Writer(proc, root, shm, env)
+
+
+def cleanup(writer: Writer) -> None:
+    shutil.rmtree(writer.shm, ignore_errors=True)
+    shutil.rmtree(writer.root, ignore_errors=True)
+
+
+def tails(writer: Writer) -> dict[str, int]:
+    out = {}
+    for stream in ("raw", "trades", "quotes", "depth"):
+        with open_stream_reader(writer.shm, FEED, stream) as reader:
+            out[stream] = reader.tail()
+    return out
+
+
+def writer_throughput(writer: Writer, seconds: float) -> dict[str, float]:
+    """Frames/s and frames per writer CPU-second, from the raw ring and /proc."""
+    ps = psutil.Process(writer.proc.pid)
+    time.sleep(3.0)  # subscribed, books synced
+    t0, c0, k0 = time.perf_counter(), ps.cpu_times(), tails(writer)
+    time.sleep(seconds)
+    t1, c1, k1 = time.perf_counter(), ps.cpu_times(), tails(writer)
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    frames = k1["raw"] - k0["raw"]
+    records = {s: k1[s] - k0[s] for s in ("trades", "quotes", "depth")}
+    total = sum(records.values()) or 1
+    return {
+        "frames_per_s": frames / (t1 - t0),
+        "frames_per_cpu_s": frames / cpu if cpu else 0.0,
+        "cpu_cores": cpu / (t1 - t0),
+        "mix_depth": records["depth"] / total,
+        "mix_quotes": records["quotes"] / total,
+        "mix_trades": records["trades"] / total,
+    }
+
+
+def latencies(writer: Writer, since: dict[str, int]) -> np.ndarray:
+    """ts_commit - ts_recv (ns) of every trade, quote and depth record published since ``since``."""
+    out = []
+    for stream in ("trades", "quotes"):
+        reader = open_stream_reader(writer.shm, FEED, stream, start=since[stream])
+        assert isinstance(reader, FixedRingReader)
+        with reader:
+            while len(batch := reader.read_batch()):
+                out.append(batch["ts_commit"] - batch["ts_recv"])
+    reader = open_stream_reader(writer.shm, FEED, "depth", start=since["depth"])
+    assert isinstance(reader, VariableRingReader)
+    with reader:
+        while records := reader.read_batch():
+            recv = [
+                int.from_bytes(r.payload[8:16], "little") for r in records if r.record_type == 3
+            ]
+            commit = [r.ts_commit for r in records if r.record_type == 3]
+            out.append(np.array(commit, dtype=np.int64) - np.array(recv, dtype=np.int64))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, float]:
+    sim = start_sim(symbols, str(rate))
+    writer = start_writer(sim, list(sim.hello["symbols"]))
+    try:
+        time.sleep(4.0)
+        since = tails(writer)
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        after = tails(writer)
+        elapsed = time.perf_counter() - t0
+        lat = latencies(writer, since)
+    finally:
+        writer.stop()
+        sim.stop()
+        cleanup(writer)
+    frames = after["raw"] - since["raw"]
+    us = lat / 1000.0
+    return {
+        "target_msgs_s": rate,
+        "msgs_s": frames / elapsed,
+        "records": float(len(lat)),
+        "p50_us": float(np.percentile(us, 50)),
+        "p99_us": float(np.percentile(us, 99)),
+        "p999_us": float(np.percentile(us, 99.9)),
+        "max_us": float(us.max()),
+    }
+
+
+def soak(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
+    sim = start_sim(symbols, str(rate))
+    writer = start_writer(sim, list(sim.hello["symbols"]))
+    ps = psutil.Process(writer.proc.pid)
+    samples = []
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            samples.append((round(time.monotonic() - start), ps.memory_info().rss / 2**20))
+            time.sleep(min(10.0, seconds / 20))
+        samples.append((round(time.monotonic() - start), ps.memory_info().rss / 2**20))
+        frames = tails(writer)["raw"]
+    finally:
+        writer.stop()
+        sim.stop()
+        cleanup(writer)
+    return {"seconds": seconds, "frames": frames, "rss_mib": samples}
+
+
+def profile(symbols: int, seconds: float) -> list[tuple[str, float]]:
+    """py-spy self-time by function of the writer at full rate, top 25."""
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    if not Path(spy).exists():
+        return [("py-spy not installed", 0.0)]
+    sim = start_sim(symbols, "max")
+    writer = start_writer(sim, list(sim.hello["symbols"]))
+    out = writer.root / "profile.txt"
+    try:
+        time.sleep(4.0)
+        subprocess.run(
+            [spy, "record", "--pid", str(writer.proc.pid), "--duration", str(int(seconds)),
+             "--format", "raw", "--output", str(out), "--rate", "250", "--nonblocking"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        counts: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            frames = stack.split(";")
+            leaf = frames[-1] if frames else "?"
+            counts[
+                leaf.split(" (")[0] + " (" + leaf.split(" (")[-1].split(":")[0].split("/")[-1]
+            ] += int(n)
+            total += int(n)
+    finally:
+        writer.stop()
+        sim.stop()
+        cleanup(writer)
+    return [(name, 100.0 * n / total) for name, n in counts.most_common(25)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--symbols", type=int, default=300)
+    parser.add_argument(
+        "--soak", type=float, default=60.0, help="RSS soak seconds (600 for the record)"
+    )
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else 15.0
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    print(f"feed benchmark: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
+          f"{args.symbols} symbols, {seconds:.0f} s per measurement")  # fmt: skip
+    results: dict[str, Any] = {}
+
+    sim = start_sim(args.symbols, "max")
+    symbols = list(sim.hello["symbols"])
+    try:
+        bare = bare_loop(sim.hello["ws_url"], symbols, seconds)
+        writer = start_writer(sim, symbols)
+        try:
+            full = writer_throughput(writer, seconds)
+        finally:
+            writer.stop()
+            cleanup(writer)
+        bare2 = bare_loop(sim.hello["ws_url"], symbols, seconds)
+    finally:
+        sim.stop()
+    floor = statistics.mean([bare["frames_per_cpu_s"], bare2["frames_per_cpu_s"]])
+    ratio = full["frames_per_cpu_s"] / floor if floor else 0.0
+    results["throughput"] = {"writer": full, "bare": [bare, bare2], "ratio": ratio}
+    print("\n1. Throughput at full rate (simulator --rate max, loopback)")
+    print(
+        f"   bare websockets receive loop : {floor:>10,.0f} frames per CPU-second (mean of before/after)"
+    )
+    print(
+        f"   writer (raw ring on)         : {full['frames_per_cpu_s']:>10,.0f} frames per CPU-second "
+        f"({full['frames_per_s']:,.0f} frames/s wall, {full['cpu_cores']:.2f} cores)"
+    )
+    print(
+        f"   ratio writer / bare          : {ratio:.2f}   (target >= 0.8)  {'PASS' if ratio >= 0.8 else 'FAIL'}"
+    )
+    print(f"   published mix                : depth {full['mix_depth']:.0%}, quotes {full['mix_quotes']:.0%}, trades {full['mix_trades']:.0%}")  # fmt: skip
+
+    print("\n2. Receive->commit latency (ts_commit - ts_recv of every published record)")
+    results["latency"] = []
+    for rate in (10_000, 30_000):
+        r = latency_run(args.symbols, rate, seconds)
+        results["latency"].append(r)
+        verdict = ""
+        if rate == 10_000:
+            ok = r["p99_us"] <= 50 and r["max_us"] <= 2000
+            verdict = f"(target p99 <= 50 us, max <= 2 ms) {'PASS' if ok else 'FAIL'}"
+        print(f"   {rate // 1000:>2}k/s target ({r['msgs_s']:,.0f} msgs/s seen, {r['records']:,.0f} records): "
+              f"p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  p99.9 {r['p999_us']:.0f} us  "
+              f"max {r['max_us']:.0f} us  {verdict}")  # fmt: skip
+
+    print(f"\n3. Writer RSS over {args.soak:.0f} s at 10k msgs/s")
+    s = soak(args.symbols, 10_000, 20.0 if args.quick else args.soak)
+    results["soak"] = s
+    rss = [m for _, m in s["rss_mib"]]
+    print(f"   RSS MiB: start {rss[0]:.1f}, end {rss[-1]:.1f}, max {max(rss):.1f} "
+          f"(target <= 150 MB and flat)  {'PASS' if max(rss) <= 143 else 'FAIL'}")  # fmt: skip
+    print("   samples (s, MiB): " + ", ".join(f"{t}:{m:.1f}" for t, m in s["rss_mib"]))
+
+    if args.profile:
+        print("\n4. Profile of the writer at full rate (py-spy, self time by function)")
+        prof = profile(args.symbols, 20.0)
+        results["profile"] = prof
+        for name, pct in prof:
+            print(f"   {pct:5.1f}%  {name}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
