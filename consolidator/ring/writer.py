@@ -275,7 +275,9 @@ class FixedRingWriter(RingWriter):
             )
         super().__init__(path, layout, first_seq=first_seq, clock=clock)
         self._dtype = dtype
-        self._slots = np.frombuffer(self._mm, dtype, layout.capacity, HEADER_SIZE)
+        # Raw-bytes view: assigning a void dtype is one memcpy; a structured one goes per field.
+        self._raw_dtype = np.dtype(f"V{layout.slot_size}")
+        self._slots = np.frombuffer(self._mm, self._raw_dtype, layout.capacity, HEADER_SIZE)
         source = _PUBLISH_TEMPLATE.format(
             body=", ".join(names[4:]),
             header=HEADER_SIZE,
@@ -324,9 +326,10 @@ class FixedRingWriter(RingWriter):
                 w[W_TAIL_INTENT] = intent
             start = tail & self._mask
             first_part = min(n, self.layout.capacity - start)
-            self._slots[start : start + first_part] = chunk[:first_part]
+            raw = np.ascontiguousarray(chunk).view(self._raw_dtype)
+            self._slots[start : start + first_part] = raw[:first_part]
             if first_part < n:
-                self._slots[: n - first_part] = chunk[first_part:]
+                self._slots[: n - first_part] = raw[first_part:]
             tail += n
             w[W_TAIL] = tail
         self._sync(tail, intent)
