@@ -1,4 +1,4 @@
-"""``consolidator``: run, flusher, exporter, sim, demo."""
+"""``consolidator``: run, flusher, replay, exporter, sim, demo."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ COMMANDS = {
     "run": ("FEED", "the writer for one feed (systemd: consolidator@FEED)", None),
 }
 LATER = {
-    "flusher": (None, "durable sync of every ring under shm_dir", "M1-3"),
     "exporter": (None, "Prometheus endpoint for all feeds", "M1-5"),
+}
+PASSTHROUGH = {
+    "sim": "local exchange simulator (options: consolidator sim --help)",
+    "flusher": "durable journal of every ring under shm_dir (consolidator flusher --help)",
+    "replay": "replay a journal range into a ring (consolidator replay --help)",
 }
 
 
@@ -31,9 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         add_common(sp)
         if arg:
             sp.add_argument(arg.lower(), metavar=arg)
-    sub.add_parser(
-        "sim", help="local exchange simulator (options: consolidator sim --help)", add_help=False
-    )
+    for name, help_text in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     demo = sub.add_parser("demo", help="the whole pipeline offline, with a live tail")
     add_common(demo)
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS")
@@ -46,6 +49,14 @@ def _main(argv: Sequence[str]) -> int:
         from consolidator.sim.cli import main as sim_main
 
         return sim_main(list(argv[1:]))
+    if argv[:1] == ["flusher"]:
+        from consolidator.journal.main import run_flusher
+
+        return run_flusher(list(argv[1:]))
+    if argv[:1] == ["replay"]:
+        from consolidator.journal.main import run_replay
+
+        return run_replay(list(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "run":
         from consolidator.feed.main import run

@@ -1,0 +1,148 @@
+"""Real processes: history->live crossing while the writer publishes, and corrupted journal bytes
+found, reported with file and offset, and read around as explicit losses."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consolidator.journal.files import Block, SegmentSource, list_segments, stream_dir
+from consolidator.journal.history import HistoryReader
+from consolidator.journal.recovery import scan_segment
+from consolidator.journal.symbols import load_symbols, symbols_path
+from consolidator.ring.reader import Loss
+from tests.journal.helpers import (
+    FEED,
+    Env,
+    finish,
+    first_line,
+    make_env,
+    read_journal,
+    stop,
+    verify,
+    wait_durable,
+)
+from tests.journal.proc import raw_payload, trade_ok
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    yield from make_env(tmp_path)
+
+
+def _ends(out: str) -> dict[str, int]:
+    return {k: int(v) for k, v in json.loads(out.splitlines()[-1])["end"].items()}
+
+
+def test_history_to_live_while_the_writer_publishes_no_gap_no_duplicate(env: Env) -> None:
+    flusher = env.flusher()
+    writer = env.writer(80_000, 20_000, "--capacity", str(1 << 16))
+    first_line(writer)
+    time.sleep(1.5)
+    readers = {s: HistoryReader(env.state, env.shm, FEED, s) for s in ("trades", "raw")}
+    expected = {"trades": 0, "raw": 0}
+    bad: list[str] = []
+    ends: dict[str, int] | None = None
+    deadline = time.monotonic() + 120
+    try:
+        while ends is None or any(expected[s] < ends[s] for s in readers):
+            assert time.monotonic() < deadline, (expected, ends)
+            if ends is None and writer.poll() is not None:
+                ends = _ends(finish(writer)[0])
+            got = 0
+            for stream, reader in readers.items():
+                item = reader.read()
+                if item is None:
+                    continue
+                got += 1
+                assert not isinstance(item, Loss), (stream, item)
+                if isinstance(item, np.ndarray):
+                    seqs = [int(s) for s in item["seq"]]
+                    bad += [
+                        f"trade {r[0]}"
+                        for r in item.tolist()
+                        if not trade_ok(r, f"S{r[0] // 5000}")
+                    ]
+                else:
+                    seqs = [r.seq for r in item]
+                    bad += [f"raw {r.seq}" for r in item if r.payload != raw_payload(r.seq)]
+                assert seqs == list(range(expected[stream], expected[stream] + len(seqs))), stream
+                expected[stream] += len(seqs)
+            if not got:
+                time.sleep(0.002)
+        assert not bad, bad[:5]
+        for stream, reader in readers.items():
+            assert reader.from_journal > 0, (stream, "read from the journal")
+            assert reader.from_ring > 0, (stream, "crossed over into the ring")
+    finally:
+        for reader in readers.values():
+            reader.close()
+    assert stop(flusher)[0] == 0
+
+
+def _blocks(path: Path) -> list[int]:
+    out = []
+    with SegmentSource(path) as src:
+        while isinstance(got := src.next(), Block):
+            out.append(got.offset)
+    return out
+
+
+def _damage(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x5A]))
+
+
+def test_corrupted_journal_bytes_are_detected_and_reported_with_file_and_offset(env: Env) -> None:
+    env.write_config(compress=False, segment_bytes=128 << 10)
+    flusher = env.flusher()
+    assert flusher.stderr is not None
+    assert "started" in flusher.stderr.readline()
+    writer = env.writer(40_000, 20_000)
+    first_line(writer)
+    ends = _ends(finish(writer)[0])
+    wait_durable(env, ends)
+    assert stop(flusher)[0] == 0
+    # More blocks in the last (active) segment, without rotating it away.
+    env.write_config(compress=False)
+    flusher = env.flusher()
+    writer = env.writer(3_000, 20_000, "--restore")
+    first_line(writer)
+    ends = _ends(finish(writer)[0])
+    wait_durable(env, ends)
+    assert stop(flusher)[0] == 0
+    segments = list_segments(stream_dir(env.state, FEED, "trades"))
+    assert len(segments) >= 4
+    closed, active = segments[1].path, segments[-1].path
+    closed_at, active_at = _blocks(closed)[2], _blocks(active)[1]
+    _damage(closed, closed_at + 64 + 100)
+    _damage(active, active_at + 64 + 7)
+    scan = scan_segment(closed)
+    assert [c.offset for c in scan.corruptions] == [closed_at]
+    flusher = env.flusher()
+    writer = env.writer(5_000, 40_000, "--restore")
+    first_line(writer)
+    ends = _ends(finish(writer)[0])
+    wait_durable(env, ends)
+    code, _, err = stop(flusher)
+    assert code == 0, err
+    assert f"{active}: corrupt block at offset {active_at} (CRC mismatch)" in err
+    cov = read_journal(env.state, "trades")
+    assert not cov.bad, cov.bad[:3]
+    assert cov.end == ends["trades"]
+    reasons = [reason for _, _, reason in cov.losses]
+    assert any(f"{closed} offset {closed_at}" in r for r in reasons), reasons
+    assert any(f"{active} offset {active_at}" in r for r in reasons), reasons
+    assert sum(n for _, n, _ in cov.losses) + cov.records == ends["trades"]
+    verify(env.state, {"raw": ends["raw"]})
+    assert load_symbols(symbols_path(env.state, FEED))
