@@ -79,13 +79,23 @@ class Requests(Protocol):
 
 
 def open_rings(
-    shm_dir: Path, feed: str, streams: Sequence[str], scale: int
+    shm_dir: Path,
+    feed: str,
+    streams: Sequence[str],
+    scale: int,
+    first_seq: Callable[[str], int] = lambda _: 0,
 ) -> dict[str, RingWriter]:
-    """Create or reopen the ring of every stream; on failure close those already open."""
+    """Create or reopen the ring of every stream; on failure close those already open.
+
+    ``first_seq(stream)`` is where a ring that has to be created starts (the journal's next
+    sequence number after a reboot); a ring that still exists keeps its own tail.
+    """
     rings: dict[str, RingWriter] = {}
     try:
         for stream in streams:
-            rings[stream] = open_stream_writer(shm_dir, feed, stream, scale=scale)
+            rings[stream] = open_stream_writer(
+                shm_dir, feed, stream, first_seq=first_seq(stream), scale=scale
+            )
     except BaseException:
         for ring in rings.values():
             ring.close()

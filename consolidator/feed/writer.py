@@ -33,6 +33,7 @@ from consolidator.feed.publisher import Publisher, open_rings
 from consolidator.feed.rest import RestClient, RestError
 from consolidator.feed.snapshots import SnapshotFetcher
 from consolidator.feed.supervisor import ConnectionSlot, SlotSettings
+from consolidator.journal.history import next_seq, restore_symbols
 from consolidator.records import NO_SYMBOL, EventKind
 from consolidator.ring.writer import RingWriter
 from consolidator.streams import write_feed_meta
@@ -142,10 +143,20 @@ class FeedWriter:
                 raise ConfigError(
                     f"{feed.path}: cpu: cannot pin to core {feed.cpu}: {exc}"
                 ) from None
+        # After a reboot (rings gone, journal kept) the symbol ids and every stream's sequence
+        # continue from the journal; with rings still in place both are no-ops.
+        state_dir = self.config.state_dir
+        restore_symbols(state_dir, shm_dir, feed.name)
         symbols = SymbolTable(shm_dir / feed.name / "symbols")  # locked: one writer per feed
         rings: dict[str, RingWriter] = {}
         try:
-            rings = open_rings(shm_dir, feed.name, feed.streams, feed.ring_scale)
+            rings = open_rings(
+                shm_dir,
+                feed.name,
+                feed.streams,
+                feed.ring_scale,
+                lambda stream: next_seq(state_dir, feed.name, stream),
+            )
             write_feed_meta(shm_dir, feed.name, feed.venue)
         except BaseException:
             for ring in rings.values():

@@ -23,7 +23,8 @@ __all__ = [
     "profile_for",
 ]
 
-DEFAULT_REPLAY_DIR = Path("/work/shared/data/recorded")
+# The recorded traffic sits in ``shared/`` beside a source checkout (see the repository README).
+DEFAULT_REPLAY_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
 
 
 class Venue(StrEnum):

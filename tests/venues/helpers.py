@@ -15,7 +15,7 @@ from consolidator.records import decode_decimal
 from consolidator.venues.base import Dropped, Output, ParseError
 from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
 
-RECORDED = Path("/work/shared/data/recorded")
+RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
 E_MS = 1_600_000_000_000
 
 
