@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from consolidator.payloads import decode_event
+from consolidator.records import EventKind
 from consolidator.ring.reader import FixedRingReader, VariableRingReader
 from consolidator.streams import open_stream_reader
 
@@ -77,6 +80,30 @@ def start_sim(symbols: int, rate: str) -> Sim:
     )  # fmt: skip
     assert proc.stdout is not None
     return Sim(proc, json.loads(proc.stdout.readline()))
+
+
+def set_rate(sim: Sim, rate: float) -> None:
+    """Change the simulator's event rate (0 = as fast as it can)."""
+    body = json.dumps({"action": "rate", "rate": rate}).encode()
+    url = f"{sim.hello['rest_url']}/sim/control"
+    with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")) as r:
+        r.read()
+
+
+def wait_synced(writer: Writer, count: int, timeout_s: float = 60.0) -> int:
+    """Until ``count`` books have synchronized (BOOK_SYNCED events); returns how many did."""
+    reader = open_stream_reader(writer.shm, FEED, "events", start="oldest")
+    assert isinstance(reader, VariableRingReader)
+    synced: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    with reader:
+        while len(synced) < count and time.monotonic() < deadline:
+            for record in reader.read_batch():
+                event = decode_event(record.payload)
+                if event.kind == EventKind.BOOK_SYNCED:
+                    synced.add(event.symbol_id)
+            time.sleep(0.05)
+    return len(synced)
 
 
 def subscriptions(symbols: list[str]) -> list[tuple[str, list[bytes]]]:
@@ -154,7 +181,7 @@ def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
         [PY, "-m", "consolidator.cli.main", "run", FEED],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    while not (shm / FEED / "raw.ring").exists():
+    while not all((shm / FEED / f"{s}.ring").exists() for s in ("raw", "events")):
         if proc.poll() is not None:
             raise RuntimeError("writer failed to start")
         time.sleep(0.05)
@@ -216,11 +243,11 @@ def latencies(writer: Writer, since: dict[str, int]) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, float]:
+def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
     sim = start_sim(symbols, str(rate))
     writer = start_writer(sim, list(sim.hello["symbols"]))
     try:
-        time.sleep(4.0)
+        synced = wait_synced(writer, symbols)
         since = tails(writer)
         t0 = time.perf_counter()
         time.sleep(seconds)
@@ -233,7 +260,11 @@ def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, float]:
         cleanup(writer)
     frames = after["raw"] - since["raw"]
     us = lat / 1000.0
+    published = {k: after[k] - since[k] for k in ("trades", "quotes", "depth")}
+    total = sum(published.values()) or 1
     return {
+        "books_synced": synced,
+        "mix": {k: v / total for k, v in published.items()},
         "target_msgs_s": rate,
         "msgs_s": frames / elapsed,
         "records": float(len(lat)),
@@ -244,23 +275,36 @@ def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, float]:
     }
 
 
+def memory_mib(pid: int) -> dict[str, float]:
+    """RssAnon, RssFile and RssShmem (the ring mappings) of ``pid``, in MiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
 def soak(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
     sim = start_sim(symbols, str(rate))
     writer = start_writer(sim, list(sim.hello["symbols"]))
-    ps = psutil.Process(writer.proc.pid)
     samples = []
+    shmem = 0.0
     try:
         start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            samples.append((round(time.monotonic() - start), ps.memory_info().rss / 2**20))
+        while True:
+            mem = memory_mib(writer.proc.pid)
+            shmem = mem["RssShmem"]
+            samples.append((round(time.monotonic() - start), mem["RssAnon"] + mem["RssFile"]))
+            if time.monotonic() - start >= seconds:
+                break
             time.sleep(min(10.0, seconds / 20))
-        samples.append((round(time.monotonic() - start), ps.memory_info().rss / 2**20))
         frames = tails(writer)["raw"]
     finally:
         writer.stop()
         sim.stop()
         cleanup(writer)
-    return {"seconds": seconds, "frames": frames, "rss_mib": samples}
+    return {"seconds": seconds, "frames": frames, "rss_mib": samples, "ring_shmem_mib": shmem}
 
 
 def profile(symbols: int, seconds: float) -> list[tuple[str, float]]:
@@ -318,34 +362,51 @@ def main() -> None:
           f"{args.symbols} symbols, {seconds:.0f} s per measurement")  # fmt: skip
     results: dict[str, Any] = {}
 
-    sim = start_sim(args.symbols, "max")
+    def bare_phase() -> dict[str, float]:
+        sim = start_sim(args.symbols, "max")
+        try:
+            return bare_loop(sim.hello["ws_url"], list(sim.hello["symbols"]), seconds)
+        finally:
+            sim.stop()
+
+    bare = bare_phase()
+    sim = start_sim(args.symbols, "2000")  # every book takes its snapshot first, then full rate
     symbols = list(sim.hello["symbols"])
     try:
-        bare = bare_loop(sim.hello["ws_url"], symbols, seconds)
         writer = start_writer(sim, symbols)
         try:
+            synced = wait_synced(writer, len(symbols))
+            set_rate(sim, 0)
             full = writer_throughput(writer, seconds)
+            full["books_synced"] = synced
         finally:
             writer.stop()
             cleanup(writer)
-        bare2 = bare_loop(sim.hello["ws_url"], symbols, seconds)
     finally:
         sim.stop()
+    bare2 = bare_phase()
     floor = statistics.mean([bare["frames_per_cpu_s"], bare2["frames_per_cpu_s"]])
     ratio = full["frames_per_cpu_s"] / floor if floor else 0.0
     results["throughput"] = {"writer": full, "bare": [bare, bare2], "ratio": ratio}
     print("\n1. Throughput at full rate (simulator --rate max, loopback)")
     print(
-        f"   bare websockets receive loop : {floor:>10,.0f} frames per CPU-second (mean of before/after)"
+        f"   bare websockets receive loop : {floor:>10,.0f} frames per CPU-second"
+        " (mean of before/after)"
     )
     print(
-        f"   writer (raw ring on)         : {full['frames_per_cpu_s']:>10,.0f} frames per CPU-second "
+        f"   writer (raw ring on)         : {full['frames_per_cpu_s']:>10,.0f} "
+        "frames per CPU-second "
         f"({full['frames_per_s']:,.0f} frames/s wall, {full['cpu_cores']:.2f} cores)"
     )
     print(
-        f"   ratio writer / bare          : {ratio:.2f}   (target >= 0.8)  {'PASS' if ratio >= 0.8 else 'FAIL'}"
+        f"   ratio writer / bare          : {ratio:.2f}   (target >= 0.8)  "
+        f"{'PASS' if ratio >= 0.8 else 'FAIL'}"
     )
-    print(f"   published mix                : depth {full['mix_depth']:.0%}, quotes {full['mix_quotes']:.0%}, trades {full['mix_trades']:.0%}")  # fmt: skip
+    print(f"   books synchronized first     : {full['books_synced']}/{len(symbols)}")
+    print(
+        f"   published mix                : depth {full['mix_depth']:.0%}, "
+        f"quotes {full['mix_quotes']:.0%}, trades {full['mix_trades']:.0%}"
+    )
 
     print("\n2. Receive->commit latency (ts_commit - ts_recv of every published record)")
     results["latency"] = []
@@ -356,7 +417,12 @@ def main() -> None:
         if rate == 10_000:
             ok = r["p99_us"] <= 50 and r["max_us"] <= 2000
             verdict = f"(target p99 <= 50 us, max <= 2 ms) {'PASS' if ok else 'FAIL'}"
-        print(f"   {rate // 1000:>2}k/s target ({r['msgs_s']:,.0f} msgs/s seen, {r['records']:,.0f} records): "
+        mix = ", ".join(f"{k} {v:.0%}" for k, v in r["mix"].items())
+        print(
+            f"   {rate // 1000:>2}k/s: books synced {r['books_synced']}/{args.symbols}; mix {mix}"
+        )
+        print(f"   {rate // 1000:>2}k/s target ({r['msgs_s']:,.0f} msgs/s seen, "
+              f"{r['records']:,.0f} records): "
               f"p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  p99.9 {r['p999_us']:.0f} us  "
               f"max {r['max_us']:.0f} us  {verdict}")  # fmt: skip
 
@@ -364,8 +430,14 @@ def main() -> None:
     s = soak(args.symbols, 10_000, 20.0 if args.quick else args.soak)
     results["soak"] = s
     rss = [m for _, m in s["rss_mib"]]
-    print(f"   RSS MiB: start {rss[0]:.1f}, end {rss[-1]:.1f}, max {max(rss):.1f} "
-          f"(target <= 150 MB and flat)  {'PASS' if max(rss) <= 143 else 'FAIL'}")  # fmt: skip
+    flat = rss[-1] - rss[len(rss) // 4] <= 2.0
+    print(
+        f"   private RSS (RssAnon+RssFile) MiB: start {rss[0]:.1f}, end {rss[-1]:.1f}, "
+        f"max {max(rss):.1f} (target <= 150 MB and flat)  "
+        f"{'PASS' if max(rss) <= 143 and flat else 'FAIL'}"
+    )
+    shmem = s["ring_shmem_mib"]
+    print(f"   plus the ring mappings (RssShmem, shared with every reader): {shmem:.0f} MiB")
     print("   samples (s, MiB): " + ", ".join(f"{t}:{m:.1f}" for t, m in s["rss_mib"]))
 
     if args.profile:
