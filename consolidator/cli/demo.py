@@ -1,9 +1,10 @@
 """``consolidator demo``: the pipeline offline, in a private root, with a live tail.
 
 The simulator (synthetic Binance spot market) feeds the real writer (``consolidator run demo``),
-which publishes into rings under a private shm directory; ``mdtail`` shows trades, quotes and
-events live. At the end the demo checks the trades ring against the simulator's truth log (every
-trade exactly once) and that every order book synchronized with no gap.
+which publishes into rings under a private shm directory; the flusher journals them under a private
+state directory; ``mdtail`` shows trades, quotes and events live. At the end the demo checks the
+trades ring against the simulator's truth log (every trade exactly once), that the journal holds
+them all, and that every order book synchronized with no gap.
 
 `synthetic_writer` is a writer without an exchange (a random walk straight into the rings), used by
 tests that need rings with known content.
@@ -135,6 +136,20 @@ def _wait_subscribed(shm_dir: Path, writer: subprocess.Popen[str], timeout_s: fl
     raise RuntimeError("the writer did not subscribe in time")
 
 
+def _journal_trades(state_dir: Path) -> int:
+    """How many trades the journal holds, in sequence with no loss (-1 if it has a gap)."""
+    from consolidator.journal.history import HistoryReader
+    from consolidator.ring.reader import Loss
+
+    count = 0
+    with HistoryReader(state_dir, Path("/nonexistent"), FEED, "trades", live=False) as reader:
+        for item in reader.items():
+            if isinstance(item, Loss):
+                return -1
+            count += len(item)
+    return count
+
+
 def run_demo(duration_s: float, rate: float) -> int:
     """Simulator -> writer -> rings, a live ``mdtail``, then a check against ground truth.
 
@@ -171,6 +186,8 @@ def run_demo(duration_s: float, rate: float) -> int:
         )
         writer = subprocess.Popen([*_bin("consolidator.cli.main"), "run", FEED], text=True, env=env)
         procs.append(writer)
+        flusher = subprocess.Popen([*_bin("consolidator.cli.main"), "flusher"], text=True, env=env)
+        procs.append(flusher)
         while not (shm_dir / FEED / "events.ring").exists():
             if writer.poll() is not None:
                 print("demo: the writer failed to start", file=sys.stderr)
@@ -190,6 +207,7 @@ def run_demo(duration_s: float, rate: float) -> int:
         time.sleep(1.0)
         _stop(writer)
         writer_code = writer.returncode
+        _stop(flusher)  # drains what the rings hold into the journal, then exits
         time.sleep(0.3)
         _stop(tail, signal.SIGINT)
         trades = _read_json_lines(
@@ -206,12 +224,20 @@ def run_demo(duration_s: float, rate: float) -> int:
     made = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []
     made_ids = sorted((t["symbol"], t["trade_id"]) for t in made)
     got_ids = sorted((str(t["symbol"]), t["trade_id"]) for t in trades)
+    journaled = _journal_trades(root / "state")
     synced = {e["symbol"] for e in events if e["kind"] == "book_synced"}
     gaps = [e for e in events if e["kind"] in ("gap", "resync")]
-    ok = writer_code == 0 and got_ids == made_ids and synced == set(symbols) and not gaps
+    ok = (
+        writer_code == 0
+        and got_ids == made_ids
+        and journaled == len(got_ids)
+        and synced == set(symbols)
+        and not gaps
+    )
     print(
         f"demo: the simulator made {len(made_ids)} trades; the trades ring holds {len(got_ids)}"
-        f" ({'each exactly once' if got_ids == made_ids else 'MISMATCH'});"
+        f" ({'each exactly once' if got_ids == made_ids else 'MISMATCH'}), the journal"
+        f" {journaled};"
         f" books synchronized: {len(synced)}/{len(symbols)}; gaps: {len(gaps)};"
         f" writer exit status {writer_code}"
     )
