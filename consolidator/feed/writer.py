@@ -34,9 +34,10 @@ from consolidator.feed.rest import RestClient, RestError
 from consolidator.feed.snapshots import SnapshotFetcher
 from consolidator.feed.supervisor import ConnectionSlot, SlotSettings
 from consolidator.journal.history import next_seq, restore_symbols
+from consolidator.journal.reserve import SequenceReservation
 from consolidator.records import NO_SYMBOL, EventKind
 from consolidator.ring.writer import RingWriter
-from consolidator.streams import write_feed_meta
+from consolidator.streams import ring_path, write_feed_meta
 from consolidator.symbols import SymbolTable
 from consolidator.venues.base import (
     ConnectionPlan,
@@ -118,6 +119,8 @@ class FeedWriter:
         self._conns: dict[int, FeedConnection] = {}
         self._protocol: BinanceProtocol | None = None
         self._publisher: Publisher | None = None
+        self._reservation: SequenceReservation | None = None
+        self._rings: dict[str, RingWriter] = {}
         self._settings = SlotSettings(feed.rotate_after_s, feed.stale_after_s)
         self._timer: asyncio.TimerHandle | None = None
         self._last_status = (time.monotonic(), 0)
@@ -145,8 +148,11 @@ class FeedWriter:
                 ) from None
         # After a reboot (rings gone, journal kept) the symbol ids and every stream's sequence
         # continue from the journal; with rings still in place both are no-ops.
+        # A new ring also starts above any durable sequence reservation, so numbers that were in
+        # flight when a crash took the rings are never used twice (journal/reserve.py).
         state_dir = self.config.state_dir
         restore_symbols(state_dir, shm_dir, feed.name)
+        reservation = self._reservation = SequenceReservation(state_dir, feed.name)
         symbols = SymbolTable(shm_dir / feed.name / "symbols")  # locked: one writer per feed
         rings: dict[str, RingWriter] = {}
         try:
@@ -155,8 +161,13 @@ class FeedWriter:
                 feed.name,
                 feed.streams,
                 feed.ring_scale,
-                lambda stream: next_seq(state_dir, feed.name, stream),
+                lambda stream: self._first_seq(stream, reservation),
             )
+            self._rings = rings
+            try:
+                reservation.reserve_now(self._tails())
+            except OSError as exc:
+                _log.warning("no sequence reservation under %s: %s", state_dir, exc)
             write_feed_meta(shm_dir, feed.name, feed.venue)
         except BaseException:
             for ring in rings.values():
@@ -310,6 +321,8 @@ class FeedWriter:
         publisher.flush_parse_errors()
         publisher.event(EventKind.WRITER_STOP, self._stop_detail())
         publisher.heartbeat()
+        if self._reservation is not None:
+            self._reservation.release(self._tails())
         publisher.close()
         _log.info("stopped; %s", self.counters.status(*self._status_base()))
 
@@ -335,12 +348,30 @@ class FeedWriter:
         if publisher is None:
             return
         publisher.heartbeat()
+        if self._reservation is not None:
+            self._reservation.check(self._tails())
         now = time.monotonic()
         if now - self._last_status[0] >= STATUS_S:
             publisher.flush_parse_errors()
             _log.info("status: %s", self.counters.status(*self._status_base()))
             self._last_status = (now, self.counters.total_messages())
         self._timer = asyncio.get_running_loop().call_later(HEARTBEAT_S, self._tick)
+
+    def _first_seq(self, stream: str, reservation: SequenceReservation) -> int:
+        """Where ``stream``'s ring starts if it has to be created.
+
+        A ring that survived (a writer restart) keeps its own tail. A missing one (a reboot) starts
+        after the journal and above the reservation: nothing that may have been published before
+        gets its number again.
+        """
+        state_dir, feed = self.config.state_dir, self.feed.name
+        journal_next = next_seq(state_dir, feed, stream)
+        if ring_path(self.config.shm_dir, feed, stream).exists():
+            return journal_next
+        return reservation.start_of(stream, journal_next)
+
+    def _tails(self) -> dict[str, int]:
+        return {stream: ring.next_seq for stream, ring in self._rings.items()}
 
     def _status_base(self) -> tuple[int, float]:
         then, total = self._last_status
