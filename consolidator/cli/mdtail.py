@@ -16,11 +16,19 @@ import numpy as np
 import orjson
 
 from consolidator.cli.common import global_config, parser, run_main
+from consolidator.cli.sources import (
+    HistorySource,
+    RingSource,
+    Source,
+    available_streams,
+    feed_venue,
+    since,
+    symbol_names,
+)
 from consolidator.errors import ConfigError
 from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object
-from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
-from consolidator.streams import STREAMS, feed_streams, open_stream_reader, read_feed_meta
-from consolidator.symbols import SymbolTableReader
+from consolidator.ring.reader import VarRecord
+from consolidator.streams import STREAMS, open_stream_reader, read_feed_meta
 
 __all__ = ["main"]
 
@@ -46,58 +54,66 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
 class _Tail:
     def __init__(self, args: argparse.Namespace) -> None:
         config = global_config(args)
-        self.feed = args.feed
-        meta = read_feed_meta(config.shm_dir, self.feed)
-        existing = feed_streams(config.shm_dir, self.feed)
+        self.feed = feed = args.feed
+        shm, state = config.shm_dir, config.state_dir
+        history = args.since is not None
+        if history and args.n is not None:
+            raise ConfigError("-n and --since cannot be combined")
+        existing = available_streams(shm, state, feed, history)
+        if not existing:
+            read_feed_meta(shm, feed)  # the clear "no feed" error
         wanted = list(dict.fromkeys(args.stream or DEFAULT_STREAMS))
         if args.stream:
             for stream in wanted:
                 if stream not in existing:
                     raise ConfigError(
-                        f"feed {self.feed!r} has no {stream!r} stream "
+                        f"feed {feed!r} has no {stream!r} stream "
                         f"(it has: {', '.join(existing) or 'none'})"
                     )
         self.streams = [s for s in wanted if s in existing]
-        self.symbols = SymbolTableReader(config.shm_dir / self.feed / "symbols")
+        name_of, id_of = symbol_names(shm, state, feed)
         self.symbol_ids: set[int] | None = None
+        self.symbol_names: set[str] = set()
         if args.symbol:
             ids = set()
             for name in args.symbol:
-                sid = self.symbols.id(name)
+                sid = id_of(name)
                 if sid is None:
-                    raise ConfigError(f"symbol {name!r} has never been seen on feed {self.feed!r}")
+                    raise ConfigError(f"symbol {name!r} has never been seen on feed {feed!r}")
                 ids.add(sid)
             self.symbol_ids = ids
-        self.render = Renderer(self.feed, meta.get("venue", "?"), self.symbols.name)
-        self.readers: dict[str, RingReader] = {}
-        for stream in self.streams:
-            reader = open_stream_reader(config.shm_dir, self.feed, stream, start="tail")
-            if args.n is not None:
-                reader.position = max(reader.oldest(), reader.tail() - args.n)
-            elif args.no_follow:
-                reader.position = reader.oldest()
-            self.readers[stream] = reader
+            self.symbol_names = set(args.symbol)
+        self.render = Renderer(feed, feed_venue(shm, state, feed), name_of)
+        self.sources: dict[str, Source] = {}
+        if history:
+            start, since_ns = since(args.since, self.streams)
+            for stream in self.streams:
+                self.sources[stream] = HistorySource(state, shm, feed, stream, start, since_ns)
+        else:
+            for stream in self.streams:
+                reader = open_stream_reader(shm, feed, stream, start="tail")
+                if args.n is not None:
+                    reader.position = max(reader.oldest(), reader.tail() - args.n)
+                elif args.no_follow:
+                    reader.position = reader.oldest()
+                self.sources[stream] = RingSource(reader)
         self.format = args.format
         self.out: TextIO = sys.stdout
         self.csv = csv.DictWriter(self.out, CSV_COLUMNS, extrasaction="ignore")
         if self.format == "csv":
             self.csv.writeheader()
 
-    def _objects(self, stream: str, reader: RingReader) -> list[dict[str, Any]]:
-        if isinstance(reader, FixedRingReader):
-            batch = reader.read_batch(4096)
+    def _objects(self, stream: str, batch: np.ndarray | list[VarRecord]) -> list[dict[str, Any]]:
+        if isinstance(batch, np.ndarray):
             if self.symbol_ids is not None and len(batch):
                 batch = batch[np.isin(batch["symbol_id"], list(self.symbol_ids))]
             return self.render.trades(batch) if stream == "trades" else self.render.quotes(batch)
-        assert isinstance(reader, VariableRingReader)
         objs = []
-        for record in reader.read_batch(1024):
+        for record in batch:
             obj = self.render.variable(record)
             if obj is None:
                 continue
-            if self.symbol_ids is not None and obj.get("symbol") not in {
-                self.symbols.name(i) for i in self.symbol_ids
-            }:
+            if self.symbol_ids is not None and obj.get("symbol") not in self.symbol_names:
                 continue
             objs.append(obj)
         return objs
@@ -116,9 +132,9 @@ class _Tail:
     def poll(self) -> int:
         """Read what is new on every stream, print it in commit order; returns records printed."""
         objs: list[dict[str, Any]] = []
-        for stream, reader in self.readers.items():
-            got = self._objects(stream, reader)
-            for loss in reader.drain_losses():
+        for stream, source in self.sources.items():
+            batch, losses = source.read()
+            for loss in losses:
                 print(
                     f"mdtail: lost {loss.count} {stream} records from seq {loss.first_seq} "
                     f"({loss.reason})",
@@ -126,7 +142,7 @@ class _Tail:
                 )
                 if self.format == "json":
                     objs.append({**loss_object(self.feed, stream, loss), "ts_commit": 0})
-            objs.extend(got)
+            objs.extend(self._objects(stream, batch))
         objs.sort(key=lambda o: o["ts_commit"])
         for obj in objs:
             if obj["type"] == "loss":
@@ -137,11 +153,11 @@ class _Tail:
         return len(objs)
 
     def caught_up(self) -> bool:
-        return all(r.position >= r.tail() for r in self.readers.values())
+        return all(source.caught_up() for source in self.sources.values())
 
     def refresh(self) -> None:
-        for reader in self.readers.values():
-            reader.refresh()
+        for source in self.sources.values():
+            source.refresh()
 
 
 class _OutputWatch:
@@ -163,8 +179,6 @@ class _OutputWatch:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _args(argv)
-    if args.since is not None:
-        raise ConfigError("--since needs the journal, which is not implemented yet")
     tail = _Tail(args)
     watch = _OutputWatch(sys.stdout.fileno())
     while True:
