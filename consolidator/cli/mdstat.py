@@ -1,67 +1,94 @@
-"""``mdstat [FEED]``: the state of every ring, writer and reader (full version: M1-4)."""
+"""``mdstat [FEED]``: is the system healthy? One screen, or one line per stream per interval.
+
+Exit status 1 when a writer is not alive or a stream has not published within ``--stale``
+seconds (so it can serve as a health check), 2 for bad usage.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from consolidator.cli.common import global_config, parser, run_main
+from consolidator.cli.status import StreamStatus, feed_status, feeds
 from consolidator.errors import ConfigError
-from consolidator.ring.layout import WriterState
-from consolidator.streams import feed_streams, open_stream_reader
 
 __all__ = ["main"]
 
+COLUMNS = (
+    ("feed", "FEED", "<10"), ("stream", "STREAM", "<7"), ("writer", "WRITER", "<8"),
+    ("pid", "PID", ">7"), ("heartbeat_age_s", "HB", ">6"), ("seq", "SEQ", ">11"),
+    ("rate_per_s", "RATE/S", ">9"), ("reach_s", "REACH_S", ">9"),
+    ("last_publish_age_s", "LAST_S", ">8"), ("durable_lag_s", "DUR_LAG", ">8"),
+    ("connections_up", "CONN", ">4"), ("gaps", "GAPS", ">5"), ("resyncs", "RESYNC", ">6"),
+    ("parse_errors", "PARSE", ">5"), ("flusher_lost", "LOST", ">6"),
+)  # fmt: skip
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None:
+        value = "-"
+    elif isinstance(value, float):
+        value = f"{value:.1f}"
+    return format(str(value), spec)
+
+
+def _healthy(row: StreamStatus, stale_s: float) -> bool:
+    if row.writer != "alive":
+        return False
+    if row.stream in ("events", "raw"):
+        return True
+    return row.last_publish_age_s is not None and row.last_publish_age_s <= stale_s
+
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = parser("mdstat", "Status of rings and writers.")
+    p = parser("mdstat", "Status of writers, rings, the flusher and the feed's counters.")
     p.add_argument("feed", nargs="?")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    p.add_argument("--interval", type=float, metavar="S", help="repeat every S seconds")
+    p.add_argument("--count", type=int, metavar="N", help="with --interval: stop after N reports")
+    p.add_argument("--stale", type=float, default=60.0, metavar="S",
+                   help="a data stream silent this long is unhealthy (default 60)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.interval is not None and args.interval <= 0:
+        p.error(f"--interval must be positive: {args.interval}")
     config = global_config(args)
+    names = feeds(config.shm_dir)
     if args.feed:
-        feeds = [args.feed]
-        if not (config.shm_dir / args.feed).is_dir():
+        if args.feed not in names:
             raise ConfigError(f"no feed {args.feed!r} under {config.shm_dir}")
-    else:
-        feeds = sorted(d.name for d in config.shm_dir.glob("*") if d.is_dir())
-    rows = []
-    healthy = True
-    now = time.time_ns()
-    for feed in feeds:
-        for stream in feed_streams(config.shm_dir, feed):
-            with open_stream_reader(config.shm_dir, feed, stream) as reader:
-                info = reader.writer_info()
-                alive = reader.writer_alive()
-                healthy = healthy and alive
-                rows.append(
-                    {
-                        "feed": feed,
-                        "stream": stream,
-                        "writer": "alive" if alive else WriterState(info.state).name.lower(),
-                        "pid": info.pid,
-                        "heartbeat_age_s": round((now - info.heartbeat_ns) / 1e9, 3),
-                        "seq": reader.tail(),
-                        "capacity": reader.capacity,
-                        "oldest": reader.oldest(),
-                    }
-                )
-    if args.format == "json":
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print(
-            f"{'FEED':<12} {'STREAM':<8} {'WRITER':<9} {'PID':>7} {'HB AGE':>8} {'SEQ':>12} "
-            f"{'CAPACITY':>10}"
-        )
-        for r in rows:
-            print(
-                f"{r['feed']:<12} {r['stream']:<8} {r['writer']:<9} {r['pid']:>7} "
-                f"{r['heartbeat_age_s']:>7.1f}s {r['seq']:>12} {r['capacity']:>10}"
-            )
-    return 0 if healthy and rows else 1
+        names = [args.feed]
+    writer = csv.DictWriter(sys.stdout, [c[0] for c in COLUMNS], extrasaction="ignore")
+    if args.format == "csv":
+        writer.writerow({c[0]: c[0] for c in COLUMNS})
+    window = min(args.interval, 1.0) if args.interval else 0.5
+    reports = 0
+    while True:
+        rows = [row for feed in names for row in feed_status(config.shm_dir, feed, window)]
+        healthy = bool(rows) and all(_healthy(r, args.stale) for r in rows)
+        now = time.time_ns()
+        if args.format == "json":
+            for row in rows:
+                print(json.dumps({"time_ns": now, **row.as_dict()}))
+        elif args.format == "csv":
+            for row in rows:
+                writer.writerow({**row.as_dict(), "time_ns": now})
+        else:
+            print("  ".join(_cell(title, spec) for _, title, spec in COLUMNS))
+            for row in rows:
+                values = row.as_dict()
+                print("  ".join(_cell(values[key], spec) for key, _, spec in COLUMNS))
+            if not rows:
+                print(f"(no feeds under {config.shm_dir})")
+        sys.stdout.flush()
+        reports += 1
+        if args.interval is None or (args.count is not None and reports >= args.count):
+            return 0 if healthy else 1
+        time.sleep(max(0.0, args.interval - window))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

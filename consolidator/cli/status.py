@@ -1,0 +1,177 @@
+"""What mdstat reports: one row per feed and stream, read from shared memory only.
+
+Sources: the ring headers (writer pid, heartbeat, state, sequence, capacity), the oldest record
+still held (how far back the ring reaches in time), the flusher's durable positions (durable lag,
+losses), and the feed's events ring (gaps, resyncs, parse errors, reconnects and the connection
+state since the writer last started). Nothing here writes or waits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from consolidator.errors import ConsolidatorError
+from consolidator.journal.position import DurablePosition, durable_lag_ns, read_positions
+from consolidator.payloads import decode_event
+from consolidator.records import EventKind
+from consolidator.ring.layout import WriterState
+from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
+from consolidator.streams import feed_streams, open_stream_reader
+
+__all__ = ["EventTally", "StreamStatus", "feed_status", "feeds", "tally_events"]
+
+
+@dataclass
+class EventTally:
+    """Counts from the events ring since the writer's last start."""
+
+    gaps: int = 0
+    resyncs: int = 0
+    parse_errors: int = 0
+    reconnects: int = 0
+    connections_up: int = 0
+
+
+@dataclass
+class StreamStatus:
+    """One mdstat row."""
+
+    feed: str
+    stream: str
+    writer: str
+    pid: int
+    heartbeat_age_s: float
+    seq: int
+    rate_per_s: float
+    capacity: int
+    reach_s: float | None
+    last_publish_age_s: float | None
+    durable_lag_s: float | None
+    flusher_lost: int | None
+    gaps: int
+    resyncs: int
+    parse_errors: int
+    reconnects: int
+    connections_up: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain JSON values."""
+        return asdict(self)
+
+
+def feeds(shm_dir: Path) -> list[str]:
+    """Feeds with rings under ``shm_dir``."""
+    if not shm_dir.is_dir():
+        return []
+    return sorted(d.name for d in shm_dir.iterdir() if d.is_dir() and (d / "feed.json").exists())
+
+
+def _commit_time(reader: RingReader, seq: int) -> int | None:
+    """ts_commit of record ``seq`` if the ring still holds it."""
+    reader.position = seq
+    if isinstance(reader, FixedRingReader):
+        batch = reader.read_batch(1)
+        return int(batch["ts_commit"][0]) if len(batch) else None
+    if isinstance(reader, VariableRingReader):
+        records = reader.read_batch(1)
+        return records[0].ts_commit if records else None
+    return None
+
+
+def tally_events(shm_dir: Path, feed: str) -> EventTally:
+    """Gaps, resyncs, parse errors, reconnects and open connections since the last WRITER_START."""
+    tally = EventTally()
+    try:
+        reader = open_stream_reader(shm_dir, feed, "events", start="oldest")
+    except ConsolidatorError:  # no events ring (yet): nothing to count
+        return tally
+    assert isinstance(reader, VariableRingReader)
+    with reader:
+        while records := reader.read_batch():
+            for record in records:
+                event = decode_event(record.payload)
+                kind = event.kind
+                if kind == EventKind.WRITER_START:
+                    tally = EventTally()
+                elif kind == EventKind.GAP:
+                    tally.gaps += 1
+                elif kind == EventKind.RESYNC:
+                    tally.resyncs += 1
+                elif kind == EventKind.PARSE_ERROR:
+                    tally.parse_errors += _parse_error_count(event.detail)
+                elif kind == EventKind.CONNECT:
+                    tally.connections_up += 1
+                elif kind == EventKind.DISCONNECT:
+                    tally.connections_up = max(0, tally.connections_up - 1)
+                    tally.reconnects += 1
+    return tally
+
+
+def _parse_error_count(detail: str) -> int:
+    try:
+        value = json.loads(detail).get("count", 1)
+    except (ValueError, AttributeError):
+        return 1
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+def _row(
+    feed: str,
+    stream: str,
+    reader: RingReader,
+    rate: float,
+    tally: EventTally,
+    positions: DurablePosition | None,
+) -> StreamStatus:
+    now = time.time_ns()
+    info = reader.writer_info()
+    tail = reader.tail()
+    held = tail > reader.first_seq
+    oldest = _commit_time(reader, reader.oldest()) if held else None
+    newest = _commit_time(reader, tail - 1) if held else None
+    slot = positions.streams.get(stream) if positions is not None else None
+    present = slot is not None and slot.present
+    lag = durable_lag_ns(slot, now) / 1e9 if slot is not None and present else None
+    return StreamStatus(
+        feed=feed,
+        stream=stream,
+        writer="alive" if reader.writer_alive() else WriterState(info.state).name.lower(),
+        pid=info.pid,
+        heartbeat_age_s=round((now - info.heartbeat_ns) / 1e9, 3),
+        seq=tail,
+        rate_per_s=round(rate, 1),
+        capacity=reader.capacity,
+        reach_s=None if oldest is None else round((now - oldest) / 1e9, 3),
+        last_publish_age_s=None if newest is None else round((now - newest) / 1e9, 3),
+        durable_lag_s=None if lag is None else round(lag, 3),
+        flusher_lost=slot.lost_records if slot is not None and present else None,
+        gaps=tally.gaps,
+        resyncs=tally.resyncs,
+        parse_errors=tally.parse_errors,
+        reconnects=tally.reconnects,
+        connections_up=tally.connections_up,
+    )
+
+
+def feed_status(shm_dir: Path, feed: str, rate_window_s: float) -> list[StreamStatus]:
+    """Rows for every stream of ``feed``; rates over one ``rate_window_s`` shared by all."""
+    tally = tally_events(shm_dir, feed)
+    readers = {s: open_stream_reader(shm_dir, feed, s) for s in feed_streams(shm_dir, feed)}
+    try:
+        before = {s: r.tail() for s, r in readers.items()}
+        start = time.monotonic()
+        if rate_window_s > 0:
+            time.sleep(rate_window_s)
+        elapsed = time.monotonic() - start
+        rates = {
+            s: (r.tail() - before[s]) / elapsed if elapsed > 0 else 0.0 for s, r in readers.items()
+        }
+        positions = read_positions(shm_dir, feed)
+        return [_row(feed, s, r, rates[s], tally, positions) for s, r in readers.items()]
+    finally:
+        for reader in readers.values():
+            reader.close()

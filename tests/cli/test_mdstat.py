@@ -1,0 +1,97 @@
+"""mdstat on the real pipeline: simulator -> writer -> flusher, and as a health check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.feed.helpers import Feed, Sim, Writer, wait_until
+from tests.journal.test_pipeline import Flusher, _tails
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def _mdstat(feed: Feed, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mdstat"), "--config-dir", str(feed.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ,
+    )
+
+
+def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, "--symbols", "3", "--rate", "400")
+    feed = Feed(tmp_path)
+    writer: Writer | None = None
+    flusher: Flusher | None = None
+    try:
+        feed.write(venue="binance", symbols=list(sim.info["symbols"]), ws_url=sim.ws_url,
+                   rest_url=sim.rest_url)  # fmt: skip
+        writer = Writer(feed)
+        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings")
+        flusher = Flusher(feed)
+        wait_until(lambda: _tails(feed)["trades"] > 100, 30, "trades")
+        time.sleep(1.0)
+        result = _mdstat(feed, feed.name, "--format", "json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = {r["stream"]: r for r in map(json.loads, result.stdout.splitlines())}
+        assert set(rows) == {"trades", "quotes", "depth", "raw", "events"}
+        trades = rows["trades"]
+        assert trades["writer"] == "alive"
+        assert trades["pid"] == writer.proc.pid
+        assert trades["connections_up"] == 1
+        assert trades["gaps"] == 0
+        assert trades["rate_per_s"] > 0
+        assert trades["seq"] >= 100
+        assert trades["reach_s"] is not None
+        assert trades["reach_s"] >= trades["last_publish_age_s"]
+        assert trades["durable_lag_s"] is not None
+        assert trades["durable_lag_s"] < 5
+        # A gap on the venue shows up in the counters.
+        sim.control(action="disconnect")
+        wait_until(
+            lambda: json.loads(_mdstat(feed, feed.name, "--format", "json").stdout.splitlines()[0])[
+                "reconnects"
+            ]
+            >= 1,
+            30,
+            "reconnect counted",
+        )
+        csv_out = _mdstat(feed, "--format", "csv", "--interval", "0.3", "--count", "2")
+        lines = csv_out.stdout.splitlines()
+        assert lines[0].startswith("feed,stream,writer,pid")
+        assert len(lines) == 1 + 2 * 5, "a header, then one line per stream per interval"
+        # A dead writer: exit 1.
+        writer.proc.send_signal(signal.SIGKILL)
+        writer.proc.wait(10)
+        wait_until(lambda: _mdstat(feed, feed.name).returncode == 1, 30, "unhealthy")
+        rows = [
+            json.loads(line)
+            for line in _mdstat(feed, feed.name, "--format", "json").stdout.splitlines()
+        ]
+        assert all(r["writer"] != "alive" for r in rows)
+    finally:
+        if writer is not None and writer.alive():
+            writer.stop()
+        if flusher is not None and flusher.proc.poll() is None:
+            flusher.stop()
+        sim.stop()
+        feed.remove()
+
+
+def test_mdstat_unknown_feed_is_exit_2(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    result = _mdstat(feed, "nope")
+    assert result.returncode == 2
+    assert "no feed 'nope'" in result.stderr
