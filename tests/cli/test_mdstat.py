@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.feed.helpers import Feed, Sim, Writer, wait_until
-from tests.journal.test_pipeline import Flusher, _tails
+from tests.feed.helpers import Feed, wait_until
+from tests.pipeline import pipeline, tails
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -31,17 +31,9 @@ def _mdstat(feed: Feed, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
-    sim = Sim(tmp_path, "--symbols", "3", "--rate", "400")
-    feed = Feed(tmp_path)
-    writer: Writer | None = None
-    flusher: Flusher | None = None
-    try:
-        feed.write(venue="binance", symbols=list(sim.info["symbols"]), ws_url=sim.ws_url,
-                   rest_url=sim.rest_url)  # fmt: skip
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings")
-        flusher = Flusher(feed)
-        wait_until(lambda: _tails(feed)["trades"] > 100, 30, "trades")
+    with pipeline(tmp_path, "--symbols", "3", "--rate", "400") as p:
+        feed = p.feed
+        wait_until(lambda: tails(feed)["trades"] > 100, 30, "trades")
         time.sleep(1.0)
         result = _mdstat(feed, feed.name, "--format", "json")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -49,7 +41,7 @@ def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
         assert set(rows) == {"trades", "quotes", "depth", "raw", "events"}
         trades = rows["trades"]
         assert trades["writer"] == "alive"
-        assert trades["pid"] == writer.proc.pid
+        assert trades["pid"] == p.writer.proc.pid
         assert trades["connections_up"] == 1
         assert trades["gaps"] == 0
         assert trades["rate_per_s"] > 0
@@ -58,8 +50,8 @@ def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
         assert trades["reach_s"] >= trades["last_publish_age_s"]
         assert trades["durable_lag_s"] is not None
         assert trades["durable_lag_s"] < 5
-        # A gap on the venue shows up in the counters.
-        sim.control(action="disconnect")
+        # A disconnect on the venue side shows up in the counters.
+        p.sim.control(action="disconnect")
         wait_until(
             lambda: json.loads(_mdstat(feed, feed.name, "--format", "json").stdout.splitlines()[0])[
                 "reconnects"
@@ -73,21 +65,11 @@ def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
         assert lines[0].startswith("feed,stream,writer,pid")
         assert len(lines) == 1 + 2 * 5, "a header, then one line per stream per interval"
         # A dead writer: exit 1.
-        writer.proc.send_signal(signal.SIGKILL)
-        writer.proc.wait(10)
+        p.writer.proc.send_signal(signal.SIGKILL)
+        p.writer.proc.wait(10)
         wait_until(lambda: _mdstat(feed, feed.name).returncode == 1, 30, "unhealthy")
-        rows = [
-            json.loads(line)
-            for line in _mdstat(feed, feed.name, "--format", "json").stdout.splitlines()
-        ]
-        assert all(r["writer"] != "alive" for r in rows)
-    finally:
-        if writer is not None and writer.alive():
-            writer.stop()
-        if flusher is not None and flusher.proc.poll() is None:
-            flusher.stop()
-        sim.stop()
-        feed.remove()
+        out = _mdstat(feed, feed.name, "--format", "json").stdout
+        assert all(json.loads(line)["writer"] != "alive" for line in out.splitlines())
 
 
 def test_mdstat_unknown_feed_is_exit_2(tmp_path: Path) -> None:

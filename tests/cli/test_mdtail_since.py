@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.feed.helpers import Feed, Sim, Writer, wait_until
-from tests.journal.test_pipeline import Flusher, _tails
+from tests.feed.helpers import Feed, Writer, wait_until
+from tests.pipeline import Flusher, pipeline, tails, wait_rings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -41,40 +41,25 @@ def history(
     """A feed with a journal that spans a writer restart and an orderly reboot."""
     tmp = tmp_path_factory.mktemp("since")
     truth = tmp / "truth.jsonl"
-    sim = Sim(tmp, "--symbols", "3", "--rate", "300", "--truth-log", str(truth))
-    feed = Feed(tmp)
-    writer: Writer | None = None
-    flusher: Flusher | None = None
-    try:
-        feed.write(venue="binance", symbols=list(sim.info["symbols"]), ws_url=sim.ws_url,
-                   rest_url=sim.rest_url)  # fmt: skip
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings")
-        flusher = Flusher(feed)
-        wait_until(lambda: _tails(feed)["trades"] > 60, 30, "trades")
-        writer.proc.send_signal(signal.SIGKILL)  # a writer restart
-        writer.proc.wait(10)
-        writer = Writer(feed)
-        floor = _tails(feed)["trades"] + 60
-        wait_until(lambda: _tails(feed)["trades"] > floor, 30, "trades again")
-        assert writer.stop()[0] == 0  # an orderly reboot: writer, flusher, shm wiped
-        assert flusher.stop() == 0
+    with pipeline(tmp, "--symbols", "3", "--rate", "300", "--truth-log", str(truth)) as p:
+        feed = p.feed
+        wait_until(lambda: tails(feed)["trades"] > 60, 30, "trades")
+        p.writer.proc.send_signal(signal.SIGKILL)  # a writer restart
+        p.writer.proc.wait(10)
+        p.writer = Writer(feed)
+        floor = tails(feed)["trades"] + 60
+        wait_until(lambda: tails(feed)["trades"] > floor, 30, "trades again")
+        assert p.writer.stop()[0] == 0  # an orderly reboot: writer, flusher, shm wiped
+        assert p.flusher.stop() == 0
         shutil.rmtree(feed.shm_dir)
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings")
-        flusher = Flusher(feed)
-        floor = _tails(feed)["trades"] + 60
-        wait_until(lambda: _tails(feed)["trades"] > floor, 30, "trades after reboot")
-        sim.control(action="pause")
+        p.writer = Writer(feed)
+        wait_rings(feed)
+        p.flusher = Flusher(feed)
+        floor = tails(feed)["trades"] + 60
+        wait_until(lambda: tails(feed)["trades"] > floor, 30, "trades after reboot")
+        p.sim.control(action="pause")
         time.sleep(1.0)
-        yield feed, truth, _tails(feed)
-    finally:
-        if writer is not None:
-            writer.stop()
-        if flusher is not None and flusher.proc.poll() is None:
-            flusher.stop()
-        sim.stop()
-        feed.remove()
+        yield feed, truth, tails(feed)
 
 
 def test_since_beginning_reads_journal_then_live_each_trade_once(

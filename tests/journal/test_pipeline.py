@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -30,48 +28,10 @@ from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind, to_decimal
 from consolidator.ring.reader import Loss
-from consolidator.streams import open_stream_reader
-from tests.feed.helpers import REPO, Feed, Sim, Writer, wait_until
+from tests.feed.helpers import Writer, wait_until
+from tests.pipeline import STREAMS, Flusher, firsts, pipeline, tails, wait_rings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-STREAMS = ("trades", "quotes", "depth", "raw", "events")
-
-
-class Flusher:
-    def __init__(self, feed: Feed) -> None:
-        self.log = feed.root / "flusher.log"
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "consolidator.cli.main", "flusher",
-                 "--config-dir", str(feed.root)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
-            )  # fmt: skip
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-        return self.proc.returncode
-
-
-def _tails(feed: Feed) -> dict[str, int]:
-    out = {}
-    for stream in STREAMS:
-        with open_stream_reader(feed.shm_dir, feed.name, stream) as reader:
-            out[stream] = reader.tail()
-    return out
-
-
-def _firsts(feed: Feed) -> dict[str, int]:
-    out = {}
-    for stream in STREAMS:
-        with open_stream_reader(feed.shm_dir, feed.name, stream) as reader:
-            out[stream] = reader.first_seq
-    return out
 
 
 def _journal(state: Path, feed: str, stream: str) -> tuple[list[int], list[object], list[Loss]]:
@@ -93,100 +53,84 @@ def _journal(state: Path, feed: str, stream: str) -> tuple[list[int], list[objec
 
 def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -> None:
     truth_log = tmp_path / "truth.jsonl"
-    sim = Sim(tmp_path, "--symbols", "4", "--rate", "400", "--truth-log", str(truth_log))
-    feed = Feed(tmp_path)
     state = tmp_path / "state"
-    writer: Writer | None = None
-    flusher: Flusher | None = None
-    try:
-        feed.write(venue="binance", symbols=list(sim.info["symbols"]), ws_url=sim.ws_url,
-                   rest_url=sim.rest_url)  # fmt: skip
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings")
-        flusher = Flusher(feed)
-        wait_until(lambda: _tails(feed)["trades"] > 50, 30, "trades flowing")
+    sim_args = ("--symbols", "4", "--rate", "400", "--truth-log", str(truth_log))
+    with pipeline(tmp_path, *sim_args) as p:
+        feed = p.feed
+        wait_until(lambda: tails(feed)["trades"] > 50, 30, "trades flowing")
         for _ in range(5):  # kill -9 the flusher during the flow, restart it
             time.sleep(0.7)
-            flusher.kill9()
+            p.flusher.kill9()
             time.sleep(0.3)
-            flusher = Flusher(feed)
+            p.flusher = Flusher(feed)
         for both in (False, True):  # kill -9 the writer alone, then writer and flusher together
             time.sleep(1.0)
-            writer.proc.send_signal(signal.SIGKILL)
+            p.writer.proc.send_signal(signal.SIGKILL)
             if both:
-                flusher.kill9()
-            writer.proc.wait(10)
-            floor = _tails(feed)["trades"] + 20
-            writer = Writer(feed)
+                p.flusher.kill9()
+            p.writer.proc.wait(10)
+            floor = tails(feed)["trades"] + 20
+            p.writer = Writer(feed)
             if both:
-                flusher = Flusher(feed)
-            wait_until(lambda f=floor: _tails(feed)["trades"] > f, 30, "flowing again")
+                p.flusher = Flusher(feed)
+            wait_until(lambda f=floor: tails(feed)["trades"] > f, 30, "flowing again")
         # Simulated orderly reboot: the writer stops, the flusher drains and stops, shm is wiped.
-        assert writer.stop()[0] == 0
-        assert flusher.stop() == 0
-        before_reboot = _tails(feed)
+        assert p.writer.stop()[0] == 0
+        assert p.flusher.stop() == 0
+        before_reboot = tails(feed)
         shutil.rmtree(feed.shm_dir)
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings again")
-        flusher = Flusher(feed)
-        after = _tails(feed)
+        p.writer = Writer(feed)
+        wait_rings(feed)
+        p.flusher = Flusher(feed)
+        after = tails(feed)
         assert after["trades"] >= before_reboot["trades"], "sequences continue from the journal"
-        wait_until(lambda: _tails(feed)["trades"] > before_reboot["trades"] + 20, 30, "after boot")
+        wait_until(lambda: tails(feed)["trades"] > before_reboot["trades"] + 20, 30, "after boot")
         # Crash reboot: both die at once, shm is wiped, both start again.
         time.sleep(0.5)
-        writer.proc.send_signal(signal.SIGKILL)
-        flusher.kill9()
-        writer.proc.wait(10)
-        before_crash = _tails(feed)
+        p.writer.proc.send_signal(signal.SIGKILL)
+        p.flusher.kill9()
+        p.writer.proc.wait(10)
+        before_crash = tails(feed)
         shutil.rmtree(feed.shm_dir)
-        writer = Writer(feed)
-        wait_until(lambda: (feed.shm_dir / feed.name / "events.ring").exists(), 30, "rings again")
-        flusher = Flusher(feed)
-        restarted = _firsts(feed)
+        p.writer = Writer(feed)
+        wait_rings(feed)
+        p.flusher = Flusher(feed)
+        restarted = firsts(feed)
         assert all(restarted[s] > before_crash[s] for s in STREAMS), "no number is used twice"
-        wait_until(lambda: _tails(feed)["trades"] > restarted["trades"] + 20, 30, "after crash")
-        sim.control(action="pause")
+        wait_until(lambda: tails(feed)["trades"] > restarted["trades"] + 20, 30, "after crash")
+        p.sim.control(action="pause")
         time.sleep(1.0)
-        assert writer.stop()[0] == 0
-        ends = _tails(feed)
-        assert flusher.stop() == 0, flusher.log.read_text()
-    finally:
-        if writer is not None and writer.alive():
-            writer.stop()
-        if flusher is not None and flusher.proc.poll() is None:
-            flusher.kill9()
-        sim.stop()
+        assert p.writer.stop()[0] == 0
+        ends = tails(feed)
+        assert p.flusher.stop() == 0, p.flusher.log.read_text()
 
-    try:
-        for stream in STREAMS:
-            seqs, _, losses = _journal(state, feed.name, stream)
-            assert len(losses) == 1, (stream, losses)  # the crash, and nothing else
-            (loss,) = losses
-            assert loss.first_seq <= before_crash[stream] < restarted[stream]
-            assert loss.first_seq + loss.count == restarted[stream], "up to the new ring's start"
-            covered = sorted([*seqs, *range(loss.first_seq, loss.first_seq + loss.count)])
-            assert covered == list(range(ends[stream])), f"{stream}: each number exactly once"
-            assert not set(seqs) & set(range(loss.first_seq, restarted[stream]))
-        # Trades: exact values as the simulator made them, each trade at most once.
-        names = load_symbols(symbols_path(state, feed.name))
-        truth = {}
-        for line in truth_log.read_text().splitlines():
-            t = json.loads(line)
-            truth[(t["symbol"], t["trade_id"])] = t
-        _, trades, _ = _journal(state, feed.name, "trades")
-        seen = set()
-        for row in trades:
-            _, _, _, _, trade_id, pm, qm, sym, pe, qe, side, _ = row  # type: ignore[misc]
-            key = (names[sym], trade_id)
-            assert key not in seen, f"trade {key} journaled twice"
-            seen.add(key)
-            made = truth[key]
-            assert to_decimal(pm, pe) == Decimal(made["price"])
-            assert to_decimal(qm, qe) == Decimal(made["qty"])
-            assert ("buy", "sell")[side - 1] == made["side"]
-        assert len(seen) > 100
-        events = [decode_event(r.payload) for r in _journal(state, feed.name, "events")[1]]  # type: ignore[attr-defined]
-        starts = [e for e in events if e.kind == EventKind.WRITER_START]
-        assert len(starts) == 5, "start, two restarts after kill -9, two starts after reboots"
-    finally:
-        feed.remove()
+    for stream in STREAMS:
+        seqs, _, losses = _journal(state, feed.name, stream)
+        assert len(losses) == 1, (stream, losses)  # the crash, and nothing else
+        (loss,) = losses
+        assert loss.first_seq <= before_crash[stream] < restarted[stream]
+        assert loss.first_seq + loss.count == restarted[stream], "up to the new ring's start"
+        covered = sorted([*seqs, *range(loss.first_seq, loss.first_seq + loss.count)])
+        assert covered == list(range(ends[stream])), f"{stream}: each number exactly once"
+        assert not set(seqs) & set(range(loss.first_seq, restarted[stream]))
+    # Trades: exact values as the simulator made them, each trade at most once.
+    names = load_symbols(symbols_path(state, feed.name))
+    truth = {}
+    for line in truth_log.read_text().splitlines():
+        t = json.loads(line)
+        truth[(t["symbol"], t["trade_id"])] = t
+    _, trades, _ = _journal(state, feed.name, "trades")
+    seen = set()
+    for row in trades:
+        _, _, _, _, trade_id, pm, qm, sym, pe, qe, side, _ = row  # type: ignore[misc]
+        key = (names[sym], trade_id)
+        assert key not in seen, f"trade {key} journaled twice"
+        seen.add(key)
+        made = truth[key]
+        assert to_decimal(pm, pe) == Decimal(made["price"])
+        assert to_decimal(qm, qe) == Decimal(made["qty"])
+        assert ("buy", "sell")[side - 1] == made["side"]
+    assert len(seen) > 100
+    events = [decode_event(r.payload) for r in _journal(state, feed.name, "events")[1]]  # type: ignore[attr-defined]
+    starts = [e for e in events if e.kind == EventKind.WRITER_START]
+    assert len(starts) == 5, "start, two restarts after kill -9, two starts after reboots"
