@@ -28,7 +28,16 @@ from consolidator.sim.faults import FaultKind, FaultManager
 from consolidator.sim.session import Session
 from consolidator.sim.streams import StreamKey, ws_text_frame
 
-__all__ = ["RecordedFrame", "Recording", "ReplayFeed", "load_recording"]
+__all__ = [
+    "RecordedFrame",
+    "Recording",
+    "ReplayFeed",
+    "load_recording",
+    "read_http_file",
+    "read_ws_file",
+    "recv_ns",
+    "stream_symbols",
+]
 
 _MAX_BUFFER = 4 * 1024 * 1024
 
@@ -63,9 +72,25 @@ class Recording:
     exchange_info_raw: bytes
 
 
-def _frames(path: Path) -> tuple[str, list[RecordedFrame]]:
+def recv_ns(text: bytes) -> int:
+    """A recorded receive time (``1633998512.0633569``, Unix seconds) as exact nanoseconds."""
+    whole, _, frac = text.decode().partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(f"not a receive time: {text!r}")
+    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def read_ws_file(path: Path) -> tuple[str, list[tuple[int, bytes]]]:
+    """A recorded WebSocket file: its URL, and each received frame as (receive ns, exact bytes).
+
+    The first line is ``URL <-> connect_time``; each frame line is ``recv_time: <json>``. Frames
+    the client sent (``URL <- time: <json>``) are skipped.
+
+    Raises:
+        ValueError: a frame line whose receive time does not parse (names the file and line).
+    """
     url = ""
-    frames: list[RecordedFrame] = []
+    frames: list[tuple[int, bytes]] = []
     for lineno, raw_line in enumerate(path.read_bytes().split(b"\n"), 1):
         line = raw_line.rstrip(b"\r")
         if not line.strip():
@@ -77,10 +102,46 @@ def _frames(path: Path) -> tuple[str, list[RecordedFrame]]:
         if b" " in head:
             continue
         try:
-            t = float(head)
+            frames.append((recv_ns(head), body))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return url, frames
+
+
+def read_http_file(path: Path) -> list[tuple[int, str, bytes]]:
+    """A recorded HTTP file: each response as (receive ns, request URL, body).
+
+    Lines are ``URL -> recv_time: <body>``; other lines (the recorder's own configuration) are
+    skipped.
+    """
+    out: list[tuple[int, str, bytes]] = []
+    for raw_line in path.read_bytes().split(b"\n"):
+        line = raw_line.rstrip(b"\r")
+        url, sep, rest = line.partition(b" -> ")
+        if not sep:
+            continue
+        recv, _, body = rest.partition(b": ")
+        try:
+            out.append((recv_ns(recv), url.decode(), body))
+        except ValueError:
+            continue
+    return out
+
+
+def stream_symbols(url: str) -> list[str]:
+    """The symbols of a combined-stream URL (``...?streams=btcusdt@trade/...``), uppercase."""
+    streams = url.split("streams=", 1)[1].split(" ", 1)[0].split("/") if "streams=" in url else []
+    return sorted({s.split("@", 1)[0].upper() for s in streams if s})
+
+
+def _frames(path: Path) -> tuple[str, list[RecordedFrame]]:
+    url, lines = read_ws_file(path)
+    frames: list[RecordedFrame] = []
+    for recv, body in lines:
+        try:
             message = orjson.loads(body)
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            raise ValueError(f"{path}:{lineno}: unreadable frame ({exc})") from None
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path}: unreadable frame ({exc})") from None
         if not isinstance(message, dict) or not isinstance(message.get("stream"), str):
             continue
         stream: str = message["stream"]
@@ -90,20 +151,10 @@ def _frames(path: Path) -> tuple[str, list[RecordedFrame]]:
         else:
             data = orjson.dumps(message["data"])
         wrapped = prefix + data + b"}"
-        frames.append(RecordedFrame(t, stream, data, ws_text_frame(data), ws_text_frame(wrapped)))
+        frames.append(
+            RecordedFrame(recv / 1e9, stream, data, ws_text_frame(data), ws_text_frame(wrapped))
+        )
     return url, frames
-
-
-def _http_lines(path: Path) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for raw_line in path.read_bytes().split(b"\n"):
-        line = raw_line.rstrip(b"\r")
-        url, sep, rest = line.partition(b" -> ")
-        if not sep:
-            continue
-        body = rest.partition(b": ")[2]
-        out.append((url.decode(), body))
-    return out
 
 
 def _minimal_info(symbols: list[str]) -> dict[str, Any]:
@@ -129,16 +180,16 @@ def load_recording(directory: Path, prefix: str) -> Recording:
     snapshots: dict[str, bytes] = {}
     http_path = directory / f"{prefix}.http.0.0"
     if http_path.is_file():
-        for req_url, body in _http_lines(http_path):
+        for _, req_url, body in read_http_file(http_path):
             symbol = parse_qs(urlsplit(req_url).query).get("symbol", [""])[0]
             if symbol and "/depth" in req_url:
                 snapshots.setdefault(symbol, body)
     info_path = directory / f"{prefix}.0"
     info_raw = b""
     if info_path.is_file():
-        lines = _http_lines(info_path)
-        if lines and lines[0][0].endswith("exchangeInfo"):
-            info_raw = lines[0][1]
+        lines = read_http_file(info_path)
+        if lines and lines[0][1].endswith("exchangeInfo"):
+            info_raw = lines[0][2]
     info = orjson.loads(info_raw) if info_raw else _minimal_info(sorted(snapshots))
     return Recording(url, tuple(frames), snapshots, info, info_raw)
 

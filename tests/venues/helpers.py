@@ -12,6 +12,7 @@ import pytest
 
 from consolidator.payloads import Depth, Event
 from consolidator.records import decode_decimal
+from consolidator.sim.replay import read_http_file, read_ws_file, stream_symbols
 from consolidator.venues.base import Dropped, Output, ParseError
 from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
 
@@ -39,31 +40,17 @@ class Recording:
     snapshots: list[tuple[int, str, bytes]]
 
 
-def _ns(text: bytes) -> int:
-    whole, _, frac = text.decode().partition(".")
-    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
-
-
 def load_recording(name: str) -> Recording:
     """Read ``NAME.ws.1.0`` and ``NAME.http.0.0`` (skips the test if the data is absent)."""
     ws = RECORDED / f"{name}.ws.1.0"
     if not ws.exists():
         pytest.skip(f"recorded data not available: {ws}")
-    lines = [line for line in ws.read_bytes().splitlines() if line]
-    streams = lines[0].split(b"streams=", 1)[1].split(b" ", 1)[0].decode().split("/")
-    symbols = sorted({s.split("@", 1)[0].upper() for s in streams})
-    frames = []
-    for line in lines[1:]:
-        recv, _, frame = line.partition(b": ")
-        frames.append((_ns(recv), frame))
-    snapshots = []
-    for line in (RECORDED / f"{name}.http.0.0").read_bytes().splitlines():
-        if line:
-            url, _, rest = line.partition(b" -> ")
-            recv, _, body = rest.partition(b": ")
-            symbol = url.decode().split("symbol=", 1)[1].split("&", 1)[0]
-            snapshots.append((_ns(recv), symbol, body))
-    return Recording(name, symbols, frames, snapshots)
+    url, frames = read_ws_file(ws)
+    snapshots = [
+        (recv, url_.split("symbol=", 1)[1].split("&", 1)[0], body)
+        for recv, url_, body in read_http_file(RECORDED / f"{name}.http.0.0")
+    ]
+    return Recording(name, stream_symbols(url), frames, snapshots)
 
 
 def recorded_protocol(

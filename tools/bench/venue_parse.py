@@ -25,30 +25,22 @@ from pathlib import Path
 
 import orjson
 
+from consolidator.sim.replay import read_http_file, read_ws_file, stream_symbols
 from consolidator.venues.base import clear_decimal_memo
 from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
-Recording = tuple[list[str], list[tuple[float, bytes]], list[tuple[float, str, bytes]]]
+Recording = tuple[list[str], list[tuple[int, bytes]], list[tuple[int, str, bytes]]]
 
 
 def load(data: Path, name: str) -> Recording:
-    """(symbols, [(recv_time, frame)], [(recv_time, symbol, snapshot body)]) of a recording."""
-    lines = [line for line in (data / f"{name}.ws.1.0").read_bytes().splitlines() if line]
-    streams = lines[0].split(b"streams=", 1)[1].split(b" ", 1)[0].decode().split("/")
-    symbols = sorted({s.split("@", 1)[0].upper() for s in streams})
-    frames = []
-    for line in lines[1:]:
-        recv, _, frame = line.partition(b": ")
-        frames.append((float(recv), frame))
-    snapshots = []
-    for line in (data / f"{name}.http.0.0").read_bytes().splitlines():
-        if line:
-            url, _, rest = line.partition(b" -> ")
-            recv, _, body = rest.partition(b": ")
-            symbol = url.decode().split("symbol=", 1)[1].split("&", 1)[0]
-            snapshots.append((float(recv), symbol, body))
-    return symbols, frames, snapshots
+    """(symbols, [(recv ns, frame)], [(recv ns, symbol, snapshot body)]) of a recording."""
+    url, frames = read_ws_file(data / f"{name}.ws.1.0")
+    snapshots = [
+        (recv, req.split("symbol=", 1)[1].split("&", 1)[0], body)
+        for recv, req, body in read_http_file(data / f"{name}.http.0.0")
+    ]
+    return stream_symbols(url), frames, snapshots
 
 
 def synced(market: Market, recording: Recording) -> BinanceProtocol:
@@ -63,9 +55,9 @@ def synced(market: Market, recording: Recording) -> BinanceProtocol:
     feed = [(t, 0, "", f) for t, f in frames] + [(t, 1, s, b) for t, s, b in snapshots]
     for recv, kind, symbol, body in sorted(feed, key=lambda item: item[:2]):
         if kind:
-            protocol.on_snapshot(symbol, body, int(recv * 1e9))
+            protocol.on_snapshot(symbol, body, recv)
         else:
-            protocol.on_frame(1, body, int(recv * 1e9))
+            protocol.on_frame(1, body, recv)
     return protocol
 
 
