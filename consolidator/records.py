@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final
 
 import numpy as np
@@ -269,10 +269,7 @@ def decimal_str(mantissa: int, exponent: int) -> str:
 def parse_decimal(value: str | int | Decimal) -> tuple[int, int]:
     """Encode a `Decimal` (or anything `encode_decimal` takes), exactly."""
     if isinstance(value, Decimal):
-        try:
-            sign, digits, exp = value.as_tuple()
-        except InvalidOperation:  # pragma: no cover - as_tuple does not raise
-            raise DecimalCodecError(f"not a decimal number: {value!r}") from None
+        sign, digits, exp = value.as_tuple()
         if not isinstance(exp, int):
             raise DecimalCodecError(f"not a finite decimal: {value!r}")
         mantissa = int("".join(map(str, digits)) or "0")

@@ -5,16 +5,12 @@ which publishes into rings under a private shm directory; the flusher journals t
 state directory; ``mdtail`` shows trades, quotes and events live. At the end the demo checks the
 trades ring against the simulator's truth log (every trade exactly once), that the journal holds
 them all, and that every order book synchronized with no gap.
-
-`synthetic_writer` is a writer without an exchange (a random walk straight into the rings), used by
-tests that need rings with known content.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -24,74 +20,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from consolidator.payloads import Event, decode_event, encode_event
-from consolidator.records import EventKind, RecordType, Side
+from consolidator.payloads import decode_event
+from consolidator.records import EventKind
 from consolidator.ring.reader import VariableRingReader
-from consolidator.ring.writer import FixedRingWriter, VariableRingWriter
-from consolidator.streams import open_stream_reader, open_stream_writer, write_feed_meta
-from consolidator.symbols import SymbolTable
+from consolidator.streams import open_stream_reader
 
-__all__ = ["run_demo", "synthetic_writer"]
+__all__ = ["run_demo"]
 
 FEED = "demo"
 SYMBOLS = {"BTCUSDT": (6_183_763, -2), "ETHUSDT": (245_012, -2), "PEPEUSDT": (123, -8)}
-
-
-def synthetic_writer(shm_dir: Path, rate: float, stop_after_s: float) -> dict[str, int]:
-    """Publish a random-walk market into trades/quotes/events rings until time or SIGTERM."""
-    stopping = False
-
-    def on_term(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    write_feed_meta(shm_dir, FEED, "demo")
-    symbols = SymbolTable(shm_dir / FEED / "symbols")
-    trades = open_stream_writer(shm_dir, FEED, "trades", scale=1)
-    quotes = open_stream_writer(shm_dir, FEED, "quotes", scale=1)
-    events = open_stream_writer(shm_dir, FEED, "events", scale=1)
-    assert isinstance(trades, FixedRingWriter)
-    assert isinstance(quotes, FixedRingWriter)
-    assert isinstance(events, VariableRingWriter)
-    rng = random.Random(7)
-    ids = {name: symbols.intern(name) for name in SYMBOLS}
-    mids = {name: mid for name, (mid, _) in SYMBOLS.items()}
-    counts = {"trades": 0, "quotes": 0, "events": 0}
-    events.publish(RecordType.EVENT, encode_event(Event(EventKind.WRITER_START, '{"demo": true}')))
-    counts["events"] += 1
-    start = time.monotonic()
-    next_at = start
-    trade_id = 1
-    while not stopping and time.monotonic() - start < stop_after_s:
-        name = rng.choice(list(SYMBOLS))
-        exp = SYMBOLS[name][1]
-        mids[name] = max(1, mids[name] + rng.randint(-3, 3))
-        mid = mids[name]
-        now = time.time_ns()
-        if rng.random() < 0.4:
-            side = rng.choice((Side.BUY, Side.SELL))
-            price = mid + (1 if side is Side.BUY else -1)
-            qty = rng.randint(1, 5000)
-            trades.publish(now, now, trade_id, price, qty, ids[name], exp, -3, side, 0)
-            trade_id += 1
-            counts["trades"] += 1
-        else:
-            quotes.publish(
-                0, now, trade_id, mid - 1, rng.randint(1, 9000), mid + 1, rng.randint(1, 9000),
-                ids[name], exp, -3, exp, -3,
-            )  # fmt: skip
-            counts["quotes"] += 1
-        for writer in (trades, quotes, events):
-            writer.heartbeat(now)
-        next_at += 1.0 / rate
-        time.sleep(max(0.0, next_at - time.monotonic()))
-    events.publish(RecordType.EVENT, encode_event(Event(EventKind.WRITER_STOP, "{}")))
-    counts["events"] += 1
-    for writer in (trades, quotes, events):
-        writer.close()
-    symbols.close()
-    return counts
 
 
 def _bin(module: str) -> list[str]:
@@ -245,9 +182,3 @@ def run_demo(duration_s: float, rate: float) -> int:
     shutil.rmtree(root, ignore_errors=True)
     print("demo: OK" if ok else "demo: FAILED")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--writer"]:
-        result = synthetic_writer(Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
-        print(json.dumps(result), flush=True)

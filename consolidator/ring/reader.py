@@ -16,10 +16,10 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
@@ -86,6 +86,27 @@ class VarRecord(NamedTuple):
     payload: bytes
 
 
+_STRUCT_CODES: Final = {"u8": "Q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h",
+                        "u1": "B", "i1": "b"}  # fmt: skip
+
+
+def struct_of(dtype: np.dtype[np.void]) -> struct.Struct:
+    """The little-endian struct of a packed record dtype (integer fields only, no gaps)."""
+    fields: Mapping[str, Any] = dtype.fields or {}
+    codes = []
+    offset = 0
+    for name in dtype.names or ():
+        field, at = fields[name][0], fields[name][1]
+        code = _STRUCT_CODES.get(f"{field.kind}{field.itemsize}")
+        if code is None or at != offset:
+            raise RingFormatError(f"no struct for record field {name!r} ({field}) at {at}")
+        codes.append(code)
+        offset += field.itemsize
+    if offset != dtype.itemsize:
+        raise RingFormatError(f"record dtype has trailing padding: {dtype}")
+    return struct.Struct("<" + "".join(codes))
+
+
 def _map_readonly(path: Path) -> tuple[mmap.mmap, int, HeaderInfo]:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -146,8 +167,6 @@ class RingReader:
             self.position = min(max(start, self.first_seq), tail)
             if start < self.first_seq:
                 self._lose(start, self.first_seq - start, "before ring")
-            elif start < self.position:
-                pass
         else:
             raise ValueError(f"start must be 'oldest', 'tail' or a sequence number: {start!r}")
 
@@ -313,7 +332,7 @@ class FixedRingReader(RingReader):
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.dtype = dtype
-        self._struct = record or struct.Struct("<" + "x" * dtype.itemsize)
+        self._struct = record or struct_of(dtype)
         super().__init__(path, start=start, clock=clock)
         if self.layout.slot_size != dtype.itemsize:
             raise RingFormatError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from consolidator import __version__
-from consolidator.cli.demo import synthetic_writer
+from tests.cli.synthetic import synthetic_writer
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consolidator.errors import RingError, RingFormatError, RingFullError, RingLockedError
+from consolidator.errors import RingError, RingFormatError, RingLockedError
 from consolidator.records import TRADE, TRADE_DTYPE
 from consolidator.ring import (
     FixedRingReader,
@@ -219,5 +219,12 @@ def test_full_shm_is_an_error_at_creation_not_a_sigbus_later(tmp_path: Path) -> 
     assert "['fits.ring']" in result.stdout, "no half-made file is left behind"
 
 
-def test_ring_full_error_type() -> None:
-    assert issubclass(RingFullError, RingError)
+def test_read_one_without_an_explicit_struct_derives_it_from_the_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "t.ring"
+    w = _writer(path)
+    w.publish(11, 12, 13, 14, 15, 16, -2, -3, 1, 0)
+    record = FixedRingReader(path, TRADE_DTYPE, start="oldest").read_one()
+    assert record is not None
+    assert record[:3] == (0, 11, 12)
+    assert record[4:] == (13, 14, 15, 16, -2, -3, 1, 0)
+    w.close()
