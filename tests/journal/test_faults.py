@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,6 @@ from tests.journal.helpers import (
     finish,
     first_line,
     kill9,
-    make_env,
     stop,
     verify,
     wait_durable,
@@ -29,11 +26,6 @@ from tests.journal.helpers import (
 from tests.journal.proc import SYMBOL_EVERY
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from make_env(tmp_path)
 
 
 def _expected_symbols(trades_end: int) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from tests.journal.helpers import (
     Env,
     finish,
     first_line,
-    make_env,
     read_journal,
     stop,
     verify,
@@ -30,11 +28,6 @@ from tests.journal.helpers import (
 from tests.journal.proc import raw_payload, trade_ok
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from make_env(tmp_path)
 
 
 def _ends(out: str) -> dict[str, int]:
