@@ -13,6 +13,7 @@ import pytest
 from consolidator.journal.files import Block, SegmentSource, list_segments, stream_dir
 from consolidator.journal.history import HistoryReader
 from consolidator.journal.recovery import scan_segment
+from consolidator.journal.segment import BLOCK_HEADER_SIZE
 from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.ring.reader import Loss
 from tests.journal.helpers import (
@@ -80,11 +81,12 @@ def test_history_to_live_while_the_writer_publishes_no_gap_no_duplicate(env: Env
     assert stop(flusher)[0] == 0
 
 
-def _blocks(path: Path) -> list[int]:
+def _blocks(path: Path) -> list[tuple[int, int]]:
+    """(offset, payload length) of each block of a segment."""
     out = []
     with SegmentSource(path) as src:
         while isinstance(got := src.next(), Block):
-            out.append(got.offset)
+            out.append((got.offset, len(got.payload)))
     return out
 
 
@@ -117,9 +119,10 @@ def test_corrupted_journal_bytes_are_detected_and_reported_with_file_and_offset(
     segments = list_segments(stream_dir(env.state, FEED, "trades"))
     assert len(segments) >= 4
     closed, active = segments[1].path, segments[-1].path
-    closed_at, active_at = _blocks(closed)[2], _blocks(active)[1]
-    _damage(closed, closed_at + 64 + 100)
-    _damage(active, active_at + 64 + 7)
+    # Block sizes follow the flusher's timing: damage a byte inside each chosen payload.
+    (closed_at, closed_len), (active_at, active_len) = _blocks(closed)[2], _blocks(active)[1]
+    _damage(closed, closed_at + BLOCK_HEADER_SIZE + closed_len // 2)
+    _damage(active, active_at + BLOCK_HEADER_SIZE + min(7, active_len - 1))
     scan = scan_segment(closed)
     assert [c.offset for c in scan.corruptions] == [closed_at]
     flusher = env.flusher()
