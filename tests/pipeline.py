@@ -19,13 +19,13 @@ STREAMS = ("trades", "quotes", "depth", "raw", "events")
 class Flusher:
     """``consolidator flusher`` as a subprocess."""
 
-    def __init__(self, feed: Feed) -> None:
+    def __init__(self, feed: Feed, env: dict[str, str] | None = None) -> None:
         self.log = feed.root / "flusher.log"
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "consolidator.cli.main", "flusher",
                  "--config-dir", str(feed.root)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env,
             )  # fmt: skip
 
     def kill9(self) -> None:

@@ -35,6 +35,7 @@ from consolidator.feed.snapshots import SnapshotFetcher
 from consolidator.feed.supervisor import ConnectionSlot, SlotSettings
 from consolidator.journal.history import next_seq, restore_symbols
 from consolidator.journal.reserve import SequenceReservation
+from consolidator.notify import Notifier
 from consolidator.records import NO_SYMBOL, EventKind
 from consolidator.ring.writer import RingWriter
 from consolidator.streams import ring_path, write_feed_meta
@@ -56,6 +57,8 @@ _log = logging.getLogger(__name__)
 HEARTBEAT_S: Final = 0.1
 STATUS_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 1.0
+NOTIFY_STATUS_S: Final = 2.0
+"""How often the sd_notify STATUS line (``systemctl status``) is refreshed."""
 LIMITS_WAIT_S: Final = 10.0
 """How long snapshot fetching waits for exchangeInfo (the weight limits) with a fixed list."""
 MAX_NAME_BYTES: Final = 62
@@ -99,13 +102,22 @@ def _usable(name: str) -> bool:
 class FeedWriter:
     """The writer of one feed.
 
+    Args:
+        config: the global configuration.
+        feed: this writer's feed.
+        notifier: sd_notify (READY once the rings are open, WATCHDOG and STATUS from the loop
+            timer, STOPPING on `stop`); by default from the environment systemd sets.
+
     Raises:
         ConfigError: (at construction) a venue or setting the writer cannot use.
     """
 
-    def __init__(self, config: GlobalConfig, feed: FeedConfig) -> None:
+    def __init__(
+        self, config: GlobalConfig, feed: FeedConfig, notifier: Notifier | None = None
+    ) -> None:
         self.config = config
         self.feed = feed
+        self.notifier = Notifier() if notifier is None else notifier
         self.market = market_of(feed)
         self.limits = _limits(feed, self.market)
         for name in feed.symbols or ():
@@ -124,6 +136,7 @@ class FeedWriter:
         self._settings = SlotSettings(feed.rotate_after_s, feed.stale_after_s)
         self._timer: asyncio.TimerHandle | None = None
         self._last_status = (time.monotonic(), 0)
+        self._last_notify = (time.monotonic(), 0)
         self._unknown_conn_logged = False
         self._fetcher: SnapshotFetcher | None = None
         self._info_task: asyncio.Future[None] | None = None
@@ -133,6 +146,8 @@ class FeedWriter:
     def stop(self, exit_code: int = 0) -> None:
         """Ask the writer to stop (signal handlers, fatal task errors)."""
         self.exit_code = max(self.exit_code, exit_code)
+        if not self._stop.is_set():
+            self.notifier.stopping(f"stopping (exit code {self.exit_code})")
         self._stop.set()
 
     async def run(self) -> int:
@@ -185,6 +200,8 @@ class FeedWriter:
             _log.info(
                 "feed %s (%s): rings open under %s", feed.name, feed.venue, shm_dir / feed.name
             )
+            # Ready once the rings are open: an exchange outage is not a start failure.
+            self.notifier.ready(f"rings open under {shm_dir / feed.name}; connecting")
             await self._main(rest, symbols)
         finally:
             await self._shutdown(rest)
@@ -350,12 +367,29 @@ class FeedWriter:
         publisher.heartbeat()
         if self._reservation is not None:
             self._reservation.check(self._tails())
+        notifier = self.notifier
+        notifier.ping_if_due()
         now = time.monotonic()
+        if notifier.enabled and now - self._last_notify[0] >= NOTIFY_STATUS_S:
+            notifier.status(self._notify_status(now))
         if now - self._last_status[0] >= STATUS_S:
             publisher.flush_parse_errors()
             _log.info("status: %s", self.counters.status(*self._status_base()))
             self._last_status = (now, self.counters.total_messages())
         self._timer = asyncio.get_running_loop().call_later(HEARTBEAT_S, self._tick)
+
+    def _notify_status(self, now: float) -> str:
+        """E.g. "3/3 conns up, 41k msg/s, 2 gaps, 0 resyncs"."""
+        c = self.counters
+        then, before = self._last_notify
+        total = c.total_messages()
+        self._last_notify = (now, total)
+        rate = (total - before) / (now - then) if now > then else 0.0
+        shown = f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
+        return (
+            f"{c.connections['open']}/{len(self._slots)} conns up, {shown} msg/s, "
+            f"{c.gaps} gaps, {c.resyncs} resyncs"
+        )
 
     def _first_seq(self, stream: str, reservation: SequenceReservation) -> int:
         """Where ``stream``'s ring starts if it has to be created.

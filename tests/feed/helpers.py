@@ -132,7 +132,7 @@ class Feed:
 class Writer:
     """``consolidator run FEED`` as a subprocess."""
 
-    def __init__(self, feed: Feed) -> None:
+    def __init__(self, feed: Feed, env: dict[str, str] | None = None) -> None:
         self.feed = feed
         self.log = feed.root / f"writer-{uuid.uuid4().hex[:6]}.log"
         with self.log.open("wb") as err:
@@ -150,6 +150,7 @@ class Writer:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 cwd=REPO,
+                env=env,
             )
 
     def stderr(self) -> str:
