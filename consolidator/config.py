@@ -8,6 +8,7 @@ Unknown keys are errors. Environment variables are read only by `config_dir_from
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -122,12 +123,15 @@ def config_dir_from(arg: str | None, env: Mapping[str, str]) -> Path:
     return DEFAULT_CONFIG_DIR
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, missing: str | None = "no such file") -> dict[str, Any]:
+    """The TOML table of ``path``; ``missing=None`` makes an absent file an empty table."""
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+    except (FileNotFoundError, NotADirectoryError):
+        if missing is None:
+            return {}
+        raise ConfigError(f"{path}: {missing}") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied") from None
     except IsADirectoryError:
@@ -183,7 +187,7 @@ class _Table:
 def load_config(config_dir: Path, env: Mapping[str, str]) -> GlobalConfig:
     """Load ``consolidator.toml`` (optional) and apply the environment overrides."""
     path = config_dir / "consolidator.toml"
-    data = _read_toml(path) if path.exists() else {}
+    data = _read_toml(path, missing=None)
     top = _Table(path, data)
     shm_dir = Path(top.get("shm_dir", str, "/dev/shm/consolidator"))
     state_dir = Path(top.get("state_dir", str, "/var/lib/consolidator"))
@@ -212,8 +216,11 @@ def load_config(config_dir: Path, env: Mapping[str, str]) -> GlobalConfig:
 
 def list_feeds(config: GlobalConfig) -> list[str]:
     """Names of the configured feeds (``feeds/*.toml``)."""
-    feeds = config.config_dir / "feeds"
-    return sorted(p.stem for p in feeds.glob("*.toml")) if feeds.is_dir() else []
+    try:
+        return sorted(p.name[:-5] for p in os.scandir(config.config_dir / "feeds")
+                      if p.name.endswith(".toml"))  # fmt: skip
+    except OSError:
+        return []
 
 
 def check_feed_name(feed: str) -> str:
@@ -227,10 +234,8 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
     """Load and validate ``feeds/FEED.toml``."""
     check_feed_name(feed)
     path = config.config_dir / "feeds" / f"{feed}.toml"
-    if not path.exists():
-        known = ", ".join(list_feeds(config)) or "none"
-        raise ConfigError(f"{path}: no such feed configuration (configured feeds: {known})")
-    t = _Table(path, _read_toml(path))
+    known = ", ".join(list_feeds(config)) or "none"
+    t = _Table(path, _read_toml(path, f"no such feed configuration (configured feeds: {known})"))
     venue = t.get("venue", str, None)
     if venue is None:
         raise ConfigError(f"{path}: venue: missing (one of {', '.join(VENUES)})")

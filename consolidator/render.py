@@ -2,12 +2,15 @@
 
 Prices and quantities become canonical decimal strings (plain notation, no trailing fractional
 zeros); times stay integer nanoseconds; a venue that sent no event time gives ``ts_event: null``.
+The text format may be coloured (ANSI SGR codes) for a person watching a terminal: dim times,
+buys green and sells red (a quote's bid green, its ask red), events in yellow, and what went
+wrong (gaps, resyncs, disconnects, parse errors, losses) in bold red. `use_color` decides.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -16,7 +19,7 @@ from consolidator.payloads import decode_depth, decode_event, decode_raw
 from consolidator.records import NO_SYMBOL, EventKind, RecordType, Side, decimal_str
 from consolidator.ring.reader import Loss, VarRecord
 
-__all__ = ["Renderer", "format_text", "loss_object"]
+__all__ = ["Renderer", "format_text", "loss_object", "use_color"]
 
 SIDES: Final = {Side.BUY: "buy", Side.SELL: "sell", Side.UNKNOWN: None}
 CSV_COLUMNS: Final = (
@@ -162,6 +165,33 @@ def loss_object(feed: str, stream: str, loss: Loss) -> dict[str, Any]:
     }
 
 
+DIM: Final = "\x1b[2m"
+GREEN: Final = "\x1b[32m"
+RED: Final = "\x1b[31m"
+YELLOW: Final = "\x1b[33m"
+ALERT: Final = "\x1b[1;31m"
+RESET: Final = "\x1b[0m"
+SIDE_COLORS: Final = {"buy": GREEN, "sell": RED}
+ALERT_EVENTS: Final = frozenset(
+    {"gap", "resync", "disconnect", "parse_error", "loss", "rate_limited"}
+)
+
+
+def use_color(mode: str, isatty: bool, env: Mapping[str, str]) -> bool:
+    """Whether to colour text output: ``always``, ``never``, or ``auto``.
+
+    ``auto`` colours a terminal only, and not when ``NO_COLOR`` is set to anything non-empty
+    (https://no-color.org) or ``TERM`` is ``dumb``; an explicit ``always`` wins over ``NO_COLOR``.
+    """
+    if mode != "auto":
+        return mode == "always"
+    return isatty and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{RESET}" if color and code else text
+
+
 def _time(ts: int | None) -> str:
     if not ts:
         return "-" * 15
@@ -170,35 +200,43 @@ def _time(ts: int | None) -> str:
     return f"{hms}.{ns // 1000:06d}"
 
 
-def format_text(obj: dict[str, Any]) -> str:
-    """One aligned, human-readable line: time, feed, symbol, type, then the type's values."""
+def format_text(obj: dict[str, Any], *, color: bool = False) -> str:
+    """One aligned, human-readable line: time, feed, symbol, type, then the type's values.
+
+    With ``color``, ANSI codes wrap the padded fields, so the columns stay aligned on screen.
+    """
     kind = obj["type"]
     ts = obj.get("ts_recv") or obj.get("ts_commit")
-    head = f"{_time(ts)}  {obj['feed']:<10.10} {obj.get('symbol') or '-'!s:<14.14} {kind:<8}"
+    when = _paint(_time(ts), DIM, color)
+    head = f"{when}  {obj['feed']:<10.10} {obj.get('symbol') or '-'!s:<14.14} {kind:<8}"
     if kind == "trade":
         side = obj["side"] or "?"
-        return f"{head} {obj['price']:>16} x {obj['qty']:<14} {side:<4} id={obj['trade_id']}"
+        paint = SIDE_COLORS.get(side, "")
+        price_qty = _paint(f"{obj['price']:>16} x {obj['qty']:<14} {side:<4}", paint, color)
+        return f"{head} {price_qty} id={obj['trade_id']}"
     if kind == "quote":
-        return (
-            f"{head} {obj['bid_qty']:>14} @ {obj['bid_price']:<14} | "
-            f"{obj['ask_price']:>14} @ {obj['ask_qty']:<14}"
-        )
+        bid = _paint(f"{obj['bid_qty']:>14} @ {obj['bid_price']:<14}", GREEN, color)
+        ask = _paint(f"{obj['ask_price']:>14} @ {obj['ask_qty']:<14}", RED, color)
+        return f"{head} {bid} | {ask}"
     if kind in ("depth", "snapshot"):
         ids = (
             f"u={obj['last_update_id']}"
             if kind == "snapshot"
             else f"U={obj['first_update_id']} u={obj['last_update_id']}"
         )
-        best_bid = obj["bids"][0][0] if obj["bids"] else "-"
-        best_ask = obj["asks"][0][0] if obj["asks"] else "-"
+        best_bid = _paint(obj["bids"][0][0] if obj["bids"] else "-", GREEN, color)
+        best_ask = _paint(obj["asks"][0][0] if obj["asks"] else "-", RED, color)
         return (
             f"{head} {len(obj['bids']):>4} bids {len(obj['asks']):>4} asks  "
             f"{best_bid} / {best_ask}  {ids}"
         )
     if kind == "event":
-        return f"{head} {obj['kind']:<16} {obj['detail']}"
+        paint = ALERT if obj["kind"] in ALERT_EVENTS else YELLOW
+        event_kind = _paint(f"{obj['kind']:<16}", paint, color)
+        return f"{head} {event_kind} {obj['detail']}"
     if kind == "raw":
         return f"{head} conn={obj['conn_id']} {obj['frame'][:160]}"
     if kind == "loss":
-        return f"{head} LOST {obj['count']} records from seq {obj['first_seq']} ({obj['reason']})"
+        text = f"LOST {obj['count']} records from seq {obj['first_seq']} ({obj['reason']})"
+        return f"{head} {_paint(text, ALERT, color)}"
     return f"{head} {json.dumps(obj)}"

@@ -19,6 +19,7 @@ from consolidator.errors import ConfigError
 from consolidator.records import QUOTE, QUOTE_DTYPE, TRADE, TRADE_DTYPE, RecordType
 from consolidator.ring.layout import DESCRIPTOR, RingKind, RingLayout
 from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
+from consolidator.ring.registry import make_registry_dir
 from consolidator.ring.writer import FixedRingWriter, RingWriter, VariableRingWriter
 
 __all__ = [
@@ -110,9 +111,13 @@ def open_stream_reader(
 
 
 def write_feed_meta(shm_dir: Path, feed: str, venue: str) -> None:
-    """Write ``{shm_dir}/{feed}/feed.json`` (venue and streams), atomically, mode 0640."""
+    """Write ``{shm_dir}/{feed}/feed.json`` (venue and streams), atomically, mode 0640.
+
+    Also creates the feed's reader registry (`consolidator.ring.registry`).
+    """
     directory = shm_dir / feed
     directory.mkdir(parents=True, exist_ok=True)
+    make_registry_dir(shm_dir, feed)
     tmp = directory / f".feed.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps({"feed": feed, "venue": venue}) + "\n")
     tmp.chmod(0o640)

@@ -2,6 +2,10 @@
 
 Exit status 1 when a writer is not alive or a stream has not published within ``--stale``
 seconds (so it can serve as a health check), 2 for bad usage.
+
+Registered readers (``consolidator.ring.registry``): each row names the live reader furthest
+behind the ring's tail and its lag in records; the text format then lists every reader, dead ones
+(processes gone without leaving the registry) marked DEAD; json rows carry them as ``reader_list``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from consolidator.cli.common import global_config, parser, run_main
@@ -26,6 +31,15 @@ COLUMNS = (
     ("last_publish_age_s", "LAST_S", ">8"), ("durable_lag_s", "DUR_LAG", ">8"),
     ("connections_up", "CONN", ">4"), ("gaps", "GAPS", ">5"), ("resyncs", "RESYNC", ">6"),
     ("parse_errors", "PARSE", ">5"), ("flusher_lost", "LOST", ">6"),
+    ("readers", "RDRS", ">4"), ("dead_readers", "DEAD", ">4"),
+    ("slowest_reader_lag", "RDR_LAG", ">8"), ("slowest_reader", "SLOWEST", "<16"),
+    ("slowest_reader_pid", "SLOW_PID", ">8"),
+)  # fmt: skip
+TEXT_COLUMNS = tuple(c for c in COLUMNS if c[0] != "slowest_reader_pid")
+READER_COLUMNS = (
+    ("feed", "FEED", "<10"), ("stream", "STREAM", "<7"), ("name", "READER", "<16"),
+    ("pid", "PID", ">7"), ("state", "STATE", "<5"), ("position", "POSITION", ">11"),
+    ("lag", "LAG", ">9"), ("lost", "LOST", ">7"), ("heartbeat_age_s", "HB", ">7"),
 )  # fmt: skip
 
 
@@ -35,6 +49,24 @@ def _cell(value: Any, spec: str) -> str:
     elif isinstance(value, float):
         value = f"{value:.1f}"
     return format(str(value), spec)
+
+
+def _text(rows: list[StreamStatus]) -> None:
+    print("  ".join(_cell(title, spec) for _, title, spec in TEXT_COLUMNS).rstrip())
+    for row in rows:
+        values = row.as_dict()
+        if row.slowest_reader is not None:
+            values["slowest_reader"] = f"{row.slowest_reader}/{row.slowest_reader_pid}"
+        print("  ".join(_cell(values[key], spec) for key, _, spec in TEXT_COLUMNS).rstrip())
+    readers = [(row, r) for row in rows for r in row.reader_list]
+    if not readers:
+        return
+    print()
+    print("  ".join(_cell(title, spec) for _, title, spec in READER_COLUMNS).rstrip())
+    for row, reader in readers:
+        values = {"feed": row.feed, "stream": row.stream, **asdict(reader)}
+        values["state"] = "alive" if reader.alive else "DEAD"
+        print("  ".join(_cell(values[key], spec) for key, _, spec in READER_COLUMNS).rstrip())
 
 
 def _healthy(row: StreamStatus, stale_s: float) -> bool:
@@ -78,10 +110,7 @@ def _main(argv: Sequence[str] | None) -> int:
             for row in rows:
                 writer.writerow({**row.as_dict(), "time_ns": now})
         else:
-            print("  ".join(_cell(title, spec) for _, title, spec in COLUMNS))
-            for row in rows:
-                values = row.as_dict()
-                print("  ".join(_cell(values[key], spec) for key, _, spec in COLUMNS))
+            _text(rows)
             if not rows:
                 print(f"(no feeds under {config.shm_dir})")
         sys.stdout.flush()

@@ -1,4 +1,9 @@
-"""``mdtail FEED``: print a feed's records as they arrive, like ``tail -f`` for market data."""
+"""``mdtail FEED``: print a feed's records as they arrive, like ``tail -f`` for market data.
+
+mdtail registers as a reader of each stream it follows (``consolidator.ring.registry``; silently
+not, when the registry is not writable for this user) so mdstat can show how far behind it is,
+and leaves the registry on any orderly exit: end of input, Ctrl-C, SIGTERM, a closed pipe.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import csv
 import os
 import select
+import signal
 import stat
 import sys
 import time
@@ -26,8 +32,9 @@ from consolidator.cli.sources import (
     symbol_names,
 )
 from consolidator.errors import ConfigError
-from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object
-from consolidator.ring.reader import VarRecord
+from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object, use_color
+from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader, VarRecord
+from consolidator.ring.registry import register_reader
 from consolidator.streams import STREAMS, open_stream_reader, read_feed_meta
 
 __all__ = ["main"]
@@ -45,6 +52,12 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--since", help="beginning | SEQ | ISO-8601 time (reads the journal first)")
     p.add_argument("--no-follow", action="store_true", help="print what exists and exit")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    p.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the text format (auto: on a terminal, unless NO_COLOR is set)",
+    )
     args = p.parse_args(argv)
     if args.n is not None and args.n < 0:
         p.error(f"-n must be >= 0: {args.n}")
@@ -85,23 +98,63 @@ class _Tail:
             self.symbol_names = set(args.symbol)
         self.render = Renderer(feed, feed_venue(shm, state, feed), name_of)
         self.sources: dict[str, Source] = {}
-        if history:
-            start, since_ns = since(args.since, self.streams)
-            for stream in self.streams:
-                self.sources[stream] = HistorySource(state, shm, feed, stream, start, since_ns)
-        else:
-            for stream in self.streams:
-                reader = open_stream_reader(shm, feed, stream, start="tail")
-                if args.n is not None:
-                    reader.position = max(reader.oldest(), reader.tail() - args.n)
-                elif args.no_follow:
-                    reader.position = reader.oldest()
-                self.sources[stream] = RingSource(reader)
+        try:
+            if history:
+                start, since_ns = since(args.since, self.streams)
+                for stream in self.streams:
+                    self.sources[stream] = HistorySource(
+                        state, shm, feed, stream, start, since_ns,
+                        register_reader(shm, feed, stream, "mdtail"),
+                    )  # fmt: skip
+            else:
+                for stream in self.streams:
+                    reader = open_stream_reader(shm, feed, stream, start="tail")
+                    if args.n is not None:
+                        reader.position = self._last(stream, reader, args.n)
+                    elif args.no_follow:
+                        reader.position = reader.oldest()
+                    slot = register_reader(shm, feed, stream, "mdtail")
+                    self.sources[stream] = RingSource(reader, slot)
+        except BaseException:
+            self.close()
+            raise
         self.format = args.format
+        self.color = args.format == "text" and use_color(
+            args.color, sys.stdout.isatty(), os.environ
+        )
         self.out: TextIO = sys.stdout
         self.csv = csv.DictWriter(self.out, CSV_COLUMNS, extrasaction="ignore")
         if self.format == "csv":
             self.csv.writeheader()
+
+    def _last(self, stream: str, reader: RingReader, n: int) -> int:
+        """Where to start reading so that the last ``n`` records shown are the ones printed.
+
+        Without a symbol filter that is simply ``n`` records back; with one, the ring is scanned
+        backwards (in growing steps) until ``n`` records of the chosen symbols are found.
+        """
+        tail, oldest = reader.tail(), reader.oldest()
+        if self.symbol_ids is None or n == 0:
+            return max(oldest, tail - n)
+        ids = list(self.symbol_ids)
+        end, step, found = tail, 4096, list[int]()
+        while len(found) < n and end > oldest:
+            start = max(reader.oldest(), end - step)
+            reader.position = start
+            seqs: list[int] = []
+            while start <= reader.position < end:
+                if isinstance(reader, FixedRingReader):
+                    batch = reader.read_batch(min(65536, end - reader.position))
+                    seqs += batch["seq"][np.isin(batch["symbol_id"], ids)].tolist()
+                elif isinstance(reader, VariableRingReader):
+                    records = reader.read_batch(min(4096, end - reader.position))
+                    seqs += [obj["seq"] for obj in self._objects(stream, records)]
+                if not reader.available():
+                    break
+            found = seqs + found
+            end, step = start, step * 4
+        reader.drain_losses()  # records lapped while looking back are not this reader's loss
+        return found[-n] if len(found) >= n else max(reader.oldest(), end)
 
     def _objects(self, stream: str, batch: np.ndarray | list[VarRecord]) -> list[dict[str, Any]]:
         if isinstance(batch, np.ndarray):
@@ -127,7 +180,7 @@ class _Tail:
                 row.pop(key, None)
             self.csv.writerow(row)
         else:
-            self.out.write(format_text(obj) + "\n")
+            self.out.write(format_text(obj, color=self.color) + "\n")
 
     def poll(self) -> int:
         """Read what is new on every stream, print it in commit order; returns records printed."""
@@ -159,6 +212,12 @@ class _Tail:
         for source in self.sources.values():
             source.refresh()
 
+    def close(self) -> None:
+        """Leave the reader registry, close the rings and journals."""
+        for source in self.sources.values():
+            source.close()
+        self.sources = {}
+
 
 class _OutputWatch:
     """Notices a reader that went away (``mdtail | head``) while there is nothing to write.
@@ -177,19 +236,27 @@ class _OutputWatch:
         return self._poll is not None and bool(self._poll.poll(0))
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a quiet exit that still runs the cleanup (leave the registry)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = _args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     tail = _Tail(args)
-    watch = _OutputWatch(sys.stdout.fileno())
-    while True:
-        printed = tail.poll()
-        if args.no_follow and tail.caught_up():
-            return 0
-        if not printed:
-            if watch.closed():
-                raise BrokenPipeError
-            tail.refresh()
-            time.sleep(IDLE_SLEEP_S)
+    try:
+        watch = _OutputWatch(sys.stdout.fileno())
+        while True:
+            printed = tail.poll()
+            if args.no_follow and tail.caught_up():
+                return 0
+            if not printed:
+                if watch.closed():
+                    raise BrokenPipeError
+                tail.refresh()
+                time.sleep(IDLE_SLEEP_S)
+    finally:
+        tail.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

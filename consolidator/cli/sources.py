@@ -1,7 +1,9 @@
 """Where mdtail reads a stream from: the live ring, or the journal and then the live ring.
 
 Both give batches (a numpy array of fixed records, or a list of `VarRecord`) and `Loss` items, in
-sequence order. `since` turns ``--since beginning|SEQ|ISO-8601`` into a journal starting point.
+sequence order, and report their position after every read to the reader registry when given a
+slot (`consolidator.ring.registry`). `since` turns ``--since beginning|SEQ|ISO-8601`` into a
+journal starting point.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from consolidator.journal.files import journal_root, stream_dir
 from consolidator.journal.history import HistoryReader
 from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.ring.reader import FixedRingReader, Loss, RingReader, VarRecord
+from consolidator.ring.registry import ReaderSlot
 from consolidator.streams import STREAMS, feed_streams, read_feed_meta, ring_path
 from consolidator.symbols import SymbolTableReader
 
@@ -103,21 +106,31 @@ def symbol_names(shm_dir: Path, state_dir: Path, feed: str) -> tuple[
 class RingSource:
     """The live ring only."""
 
-    def __init__(self, reader: RingReader) -> None:
+    def __init__(self, reader: RingReader, slot: ReaderSlot | None = None) -> None:
         self.reader = reader
+        self.slot = slot
 
     def read(self) -> tuple[Batch, list[Loss]]:
-        if isinstance(self.reader, FixedRingReader):
-            batch: Batch = self.reader.read_batch(4096)
+        reader = self.reader
+        if isinstance(reader, FixedRingReader):
+            batch: Batch = reader.read_batch(4096)
         else:
-            batch = self.reader.read_batch(1024)  # type: ignore[attr-defined]
-        return batch, self.reader.drain_losses()
+            batch = reader.read_batch(1024)  # type: ignore[attr-defined]
+        if self.slot is not None:
+            self.slot.update(reader.position, reader.lost)
+        return batch, reader.drain_losses()
 
     def caught_up(self) -> bool:
         return self.reader.position >= self.reader.tail()
 
     def refresh(self) -> None:
         self.reader.refresh()
+
+    def close(self) -> None:
+        """Leave the registry and unmap the ring."""
+        if self.slot is not None:
+            self.slot.close()
+        self.reader.close()
 
 
 class HistorySource:
@@ -131,7 +144,10 @@ class HistorySource:
         stream: str,
         start: int | str,
         since_ns: int | None,
+        slot: ReaderSlot | None = None,
     ) -> None:
+        self.slot = slot
+        self.lost = 0
         self.history = HistoryReader(
             state_dir, shm_dir, feed, stream, start=start, since_ns=since_ns, live=True
         )
@@ -143,6 +159,10 @@ class HistorySource:
     def read(self) -> tuple[Batch, list[Loss]]:
         item = self.history.read()
         self.idle = item is None
+        if isinstance(item, Loss):
+            self.lost += item.count
+        if self.slot is not None:
+            self.slot.update(self.history.position, self.lost)
         if item is None:
             return self.empty, []
         if isinstance(item, Loss):
@@ -160,6 +180,12 @@ class HistorySource:
 
     def refresh(self) -> None:
         """The history reader follows ring replacements itself."""
+
+    def close(self) -> None:
+        """Leave the registry and close the journal and ring."""
+        if self.slot is not None:
+            self.slot.close()
+        self.history.close()
 
 
 Source = RingSource | HistorySource

@@ -2,15 +2,17 @@
 
 Sources: the ring headers (writer pid, heartbeat, state, sequence, capacity), the oldest record
 still held (how far back the ring reaches in time), the flusher's durable positions (durable lag,
-losses), and the feed's events ring (gaps, resyncs, parse errors, reconnects and the connection
-state since the writer last started). Nothing here writes or waits.
+losses), the feed's events ring (gaps, resyncs, parse errors, reconnects and the connection
+state since the writer last started), and the reader registry (each registered reader's position,
+hence the slowest live reader's lag, and readers that died without leaving). Nothing here writes
+or waits.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,10 @@ from consolidator.payloads import decode_event
 from consolidator.records import EventKind
 from consolidator.ring.layout import WriterState
 from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
+from consolidator.ring.registry import NO_POSITION, ReaderInfo, list_readers
 from consolidator.streams import feed_streams, open_stream_reader
 
-__all__ = ["EventTally", "StreamStatus", "feed_status", "feeds", "tally_events"]
+__all__ = ["EventTally", "ReaderStatus", "StreamStatus", "feed_status", "feeds", "tally_events"]
 
 
 @dataclass
@@ -37,8 +40,37 @@ class EventTally:
 
 
 @dataclass
+class ReaderStatus:
+    """One registered reader of a stream, as mdstat shows it."""
+
+    name: str
+    pid: int
+    alive: bool
+    position: int | None
+    lag: int | None
+    lost: int
+    heartbeat_age_s: float
+
+    @classmethod
+    def of(cls, info: ReaderInfo, tail: int, now_ns: int) -> ReaderStatus:
+        """``lag``: records between the reader's position and the ring's tail (None before its
+        first report)."""
+        known = info.position != NO_POSITION
+        return cls(
+            name=info.name,
+            pid=info.pid,
+            alive=info.alive,
+            position=info.position if known else None,
+            lag=max(0, tail - info.position) if known else None,
+            lost=info.lost,
+            heartbeat_age_s=round((now_ns - info.heartbeat_ns) / 1e9, 3),
+        )
+
+
+@dataclass
 class StreamStatus:
-    """One mdstat row."""
+    """One mdstat row. ``slowest_reader*``: the live registered reader furthest behind the tail;
+    ``reader_list``: every registered reader, dead ones included (json only)."""
 
     feed: str
     stream: str
@@ -57,6 +89,12 @@ class StreamStatus:
     parse_errors: int
     reconnects: int
     connections_up: int
+    readers: int = 0
+    dead_readers: int = 0
+    slowest_reader: str | None = None
+    slowest_reader_pid: int | None = None
+    slowest_reader_lag: int | None = None
+    reader_list: list[ReaderStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
@@ -126,6 +164,7 @@ def _row(
     rate: float,
     tally: EventTally,
     positions: DurablePosition | None,
+    registered: list[ReaderInfo],
 ) -> StreamStatus:
     now = time.time_ns()
     info = reader.writer_info()
@@ -136,6 +175,9 @@ def _row(
     slot = positions.streams.get(stream) if positions is not None else None
     present = slot is not None and slot.present
     lag = durable_lag_ns(slot, now) / 1e9 if slot is not None and present else None
+    readers = [ReaderStatus.of(r, tail, now) for r in registered if r.stream == stream]
+    live = [r for r in readers if r.alive and r.lag is not None]
+    slowest = max(live, key=lambda r: r.lag or 0) if live else None
     return StreamStatus(
         feed=feed,
         stream=stream,
@@ -154,6 +196,12 @@ def _row(
         parse_errors=tally.parse_errors,
         reconnects=tally.reconnects,
         connections_up=tally.connections_up,
+        readers=sum(r.alive for r in readers),
+        dead_readers=sum(not r.alive for r in readers),
+        slowest_reader=None if slowest is None else slowest.name,
+        slowest_reader_pid=None if slowest is None else slowest.pid,
+        slowest_reader_lag=None if slowest is None else slowest.lag,
+        reader_list=readers,
     )
 
 
@@ -171,7 +219,10 @@ def feed_status(shm_dir: Path, feed: str, rate_window_s: float) -> list[StreamSt
             s: (r.tail() - before[s]) / elapsed if elapsed > 0 else 0.0 for s, r in readers.items()
         }
         positions = read_positions(shm_dir, feed)
-        return [_row(feed, s, r, rates[s], tally, positions) for s, r in readers.items()]
+        registered = list_readers(shm_dir, feed)
+        return [
+            _row(feed, s, r, rates[s], tally, positions, registered) for s, r in readers.items()
+        ]
     finally:
         for reader in readers.values():
             reader.close()

@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from consolidator import __version__
-from tests.cli.synthetic import synthetic_writer
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -38,29 +36,19 @@ def test_help_and_version(command: str) -> None:
     assert __version__ in result.stdout
 
 
-@pytest.mark.parametrize("sub", ["exporter"])
-def test_later_subcommands_say_not_yet_implemented(sub: str) -> None:
-    result = _run("consolidator", *sub.split())
+def test_exporter_bad_listen_address_exits_2_naming_it() -> None:
+    result = _run("consolidator", "exporter", "--listen", "nowhere")
     assert result.returncode == 2
-    assert "not yet implemented" in result.stderr
+    assert (
+        result.stderr
+        == "consolidator exporter: error: --listen: expected HOST:PORT, got 'nowhere'\n"
+    )
 
 
 def test_bad_usage_exits_2_without_traceback() -> None:
     result = _run("consolidator", "frobnicate")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def feed_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    shm = Path("/dev/shm") / f"cli-{tmp_path.name}"
-    (tmp_path / "feeds").mkdir()
-    (tmp_path / "consolidator.toml").write_text(f'shm_dir = "{shm}"\n')
-    synthetic_writer(shm, rate=5000, stop_after_s=0.2)
-    yield {"CONSOLIDATOR_CONFIG_DIR": str(tmp_path)}
-    for f in sorted(shm.rglob("*"), reverse=True):
-        f.unlink() if f.is_file() else f.rmdir()
-    shm.rmdir()
 
 
 def test_mdtail_json_fields_and_exact_values(feed_env: dict[str, str]) -> None:
@@ -146,3 +134,55 @@ def test_demo_runs_the_pipeline_offline_and_checks_itself() -> None:
     assert "demo: OK" in result.stdout
     assert "each exactly once" in result.stdout
     assert "books synchronized: 3/3; gaps: 0; writer exit status 0" in result.stdout
+
+
+_MODULES = {"mdtail": "mdtail", "mdstat": "mdstat", "consolidator": "main"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play another user")
+@pytest.mark.parametrize("command", ["mdtail f1", "mdstat", "consolidator run f1"])
+def test_an_unreadable_config_dir_is_one_line_exit_2(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "config"
+    (config / "feeds").mkdir(parents=True)
+    (config / "consolidator.toml").write_text('shm_dir = "/dev/shm/none"\n')
+    (config / "feeds" / "f1.toml").write_text('venue = "binance"\n')
+    config.chmod(0o700)  # root's alone: another user cannot even look inside
+    prog, *args = command.split()
+    # Import as root (the interpreter may live where nobody cannot read), then become nobody.
+    code = (
+        "import os, sys, consolidator.feed.main; "
+        f"from consolidator.cli import {_MODULES[prog]} as m; "
+        "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534); "
+        "sys.exit(m.main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args, "--config-dir", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{config}/consolidator.toml: permission denied" in result.stderr
+
+
+@pytest.mark.parametrize("stream", ["trades", "quotes", "events"])
+def test_mdtail_n_counts_the_records_of_the_chosen_symbol(
+    feed_env: dict[str, str], stream: str
+) -> None:
+    """``-n N --symbol S`` prints the last N records *of S* (as ``grep S | tail -n N`` would),
+    however far back in the ring they are."""
+    every = _run("mdtail", "demo", "--stream", stream, "--no-follow", "--format", "json",
+                 env=feed_env)  # fmt: skip
+    objs = [json.loads(line) for line in every.stdout.splitlines()]
+    last = objs[-1]["symbol"]
+    for symbol in ("BTCUSDT", "PEPEUSDT"):
+        mine = [o for o in objs if o.get("symbol") == symbol]
+        if stream != "events" and symbol != last:
+            assert mine, "the feed has some records of each symbol"
+            assert mine[-1]["seq"] < objs[-1]["seq"], "and others after them"
+        for n in (1, 3, len(mine) + 5):
+            got = _run("mdtail", "demo", "--stream", stream, "--symbol", symbol, "-n", str(n),
+                       "--no-follow", "--format", "json", env=feed_env)  # fmt: skip
+            assert got.returncode == 0, got.stderr
+            assert [json.loads(line) for line in got.stdout.splitlines()] == mine[-n:], (symbol, n)
