@@ -2,9 +2,10 @@
 
 The simulator (synthetic Binance spot market) feeds the real writer (``consolidator run demo``),
 which publishes into rings under a private shm directory; the flusher journals them under a private
-state directory; ``mdtail`` shows trades, quotes and events live. At the end the demo checks the
-trades ring against the simulator's truth log (every trade exactly once), that the journal holds
-them all, and that every order book synchronized with no gap.
+state directory; the exporter serves their metrics on a free loopback port; ``mdtail`` shows trades,
+quotes and events live. At the end the demo checks the trades ring against the simulator's truth
+log (every trade exactly once), that the journal and the exporter's count agree, and that every
+order book synchronized with no gap.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
+from consolidator.errors import ConsolidatorError
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind
 from consolidator.ring.reader import VariableRingReader
@@ -71,6 +75,36 @@ def _wait_subscribed(shm_dir: Path, writer: subprocess.Popen[str], timeout_s: fl
                     return
             time.sleep(0.02)
     raise RuntimeError("the writer did not subscribe in time")
+
+
+def _exporter_url(exporter: subprocess.Popen[str]) -> str:
+    """The exporter's /metrics URL from its start-up line (it listens on a free port)."""
+    assert exporter.stderr is not None
+    for line in exporter.stderr:
+        sys.stderr.write(line)
+        if "listening on " in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+            # The rest of its log goes on to the terminal, as the other processes' does.
+            threading.Thread(target=_copy, args=(exporter.stderr,), daemon=True).start()
+            return url
+    raise ConsolidatorError("the exporter did not start")
+
+
+def _copy(stream: IO[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+
+
+def _scrape(url: str, metric: str, label: str) -> int | None:
+    """The sum of one metric's samples that carry ``label`` (None: no such sample)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(metric + "{") and label in line
+    ]
+    return int(sum(values)) if values else None
 
 
 def _journal_trades(state_dir: Path) -> int:
@@ -125,6 +159,13 @@ def run_demo(duration_s: float, rate: float) -> int:
         procs.append(writer)
         flusher = subprocess.Popen([*_bin("consolidator.cli.main"), "flusher"], text=True, env=env)
         procs.append(flusher)
+        exporter = subprocess.Popen(
+            [*_bin("consolidator.cli.main"), "exporter", "--listen", "127.0.0.1:0"],
+            text=True, env=env, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(exporter)
+        metrics_url = _exporter_url(exporter)
+        print(f"demo: Prometheus metrics at {metrics_url}", flush=True)
         while not (shm_dir / FEED / "events.ring").exists():
             if writer.poll() is not None:
                 print("demo: the writer failed to start", file=sys.stderr)
@@ -142,6 +183,7 @@ def run_demo(duration_s: float, rate: float) -> int:
         # Pause the market (the simulator sends what it has made first), let the writer drain.
         _control(hello["rest_url"], "pause")
         time.sleep(1.0)
+        published = _scrape(metrics_url, "consolidator_records_published_total", 'stream="trades"')
         _stop(writer)
         writer_code = writer.returncode
         _stop(flusher)  # drains what the rings hold into the journal, then exits
@@ -166,6 +208,7 @@ def run_demo(duration_s: float, rate: float) -> int:
     gaps = [e for e in events if e["kind"] in ("gap", "resync")]
     ok = (
         writer_code == 0
+        and published == len(got_ids)
         and got_ids == made_ids
         and journaled == len(got_ids)
         and synced == set(symbols)
@@ -176,7 +219,7 @@ def run_demo(duration_s: float, rate: float) -> int:
         f" ({'each exactly once' if got_ids == made_ids else 'MISMATCH'}), the journal"
         f" {journaled};"
         f" books synchronized: {len(synced)}/{len(symbols)}; gaps: {len(gaps)};"
-        f" writer exit status {writer_code}"
+        f" writer exit status {writer_code}; the exporter counted {published} trades published"
     )
     shutil.rmtree(shm_dir, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -6,20 +6,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from consolidator.cli.common import EXIT_USAGE, add_common, run_main
+from consolidator.cli.common import add_common, run_main
 
 __all__ = ["main"]
 
 COMMANDS = {
     "run": ("FEED", "the writer for one feed (systemd: consolidator@FEED)", None),
 }
-LATER = {
-    "exporter": (None, "Prometheus endpoint for all feeds", "M1-5"),
-}
 PASSTHROUGH = {
     "sim": "local exchange simulator (options: consolidator sim --help)",
     "flusher": "durable journal of every ring under shm_dir (consolidator flusher --help)",
     "replay": "replay a journal range into a ring (consolidator replay --help)",
+    "exporter": "Prometheus endpoint for all feeds (consolidator exporter --help)",
 }
 
 
@@ -30,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_common(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (arg, help_text, _) in (COMMANDS | LATER).items():
+    for name, (arg, help_text, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         add_common(sp)
         if arg:
@@ -57,15 +55,15 @@ def _main(argv: Sequence[str]) -> int:
         from consolidator.journal.main import run_replay
 
         return run_replay(list(argv[1:]))
+    if argv[:1] == ["exporter"]:
+        from consolidator.exporter import run_exporter
+
+        return run_exporter(list(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "run":
         from consolidator.feed.main import run
 
         return run(args)
-    if args.command in LATER:
-        issue = LATER[args.command][2]
-        print(f"consolidator {args.command}: not yet implemented ({issue})", file=sys.stderr)
-        return EXIT_USAGE
     from consolidator.cli.demo import run_demo
 
     return run_demo(args.duration, args.rate)

@@ -56,6 +56,8 @@ class StampedConnection(ClientConnection):
     """
 
     sink: Callable[[bytes, int], None] | None = None
+    batch_done: Callable[[], None] | None = None
+    """Called after the messages of each socket read went to the sink."""
     stamp: int = 0
     rx_monotonic: float = 0.0
     rx_bytes: int = 0
@@ -78,6 +80,8 @@ class StampedConnection(ClientConnection):
         self.rx_monotonic = time.monotonic()
         self.rx_bytes += len(data)
         super().data_received(data)
+        if self.batch_done is not None:
+            self.batch_done()
 
     def process_event(self, event: Event) -> None:
         """Data frames go to the sink with the chunk's stamp; everything else as usual."""
@@ -117,6 +121,7 @@ class FeedConnection:
         compression: permessage-deflate on or off.
         max_size: the largest message accepted by websockets (larger ones fail the connection).
         open_timeout_s: limit for TCP connect, TLS and the opening handshake.
+        batch_done: called after the messages of each socket read went to ``sink``.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class FeedConnection:
         compression: bool = False,
         max_size: int = 1 << 24,
         open_timeout_s: float = 10.0,
+        batch_done: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
         self.conn_id = plan.conn_id
@@ -138,6 +144,7 @@ class FeedConnection:
         self._compression = compression
         self._max_size = max_size
         self._open_timeout = open_timeout_s
+        self._batch_done = batch_done
         self.ws: StampedConnection | None = None
         self.opened_at = 0.0
         self.ready = asyncio.Event()
@@ -172,6 +179,7 @@ class FeedConnection:
         self.ws = ws
         self.opened_at = time.monotonic()
         ws.rx_monotonic = self.opened_at
+        ws.batch_done = self._batch_done
         ws.attach(self._first_messages)
         for frame in self.plan.subscribe_frames:
             self._control.append(frame)

@@ -6,6 +6,10 @@ ring, runs the venue protocol and dispatches the outputs: records to their rings
 events ring, drops and parse errors to the counters, and the protocol's requests (snapshots,
 control frames, connections) to the writer through `Requests`.
 
+Latency histograms are observed once per batch and stream, not per record: a batch is what one
+socket read delivered (the connection calls `Publisher.end_batch` after each), or one `handle`
+call (snapshots). See `end_batch` for what is observed.
+
 Bad input never raises here. A parse error is counted; its kind is logged once with a sample and
 becomes a PARSE_ERROR event, the first of each kind at once and later ones summarized at most once
 per `PARSE_EVENT_INTERVAL_S` per kind, so a venue sending garbage cannot flood the events ring.
@@ -21,8 +25,9 @@ from typing import Final, Protocol
 
 import orjson
 
+from consolidator.counters import Histogram
 from consolidator.errors import RecordError
-from consolidator.feed.counters import Counters
+from consolidator.feed.counters import CHANNELS, Counters
 from consolidator.payloads import (
     Depth,
     Event,
@@ -133,6 +138,8 @@ class Publisher:
         """The venue protocol's ``on_frame`` (settable: the protocol may come later)."""
         self._requests = requests
         self.counters = counters
+        self._w = counters.words
+        self._clock = time.time_ns
         self._events = _variable(rings["events"])
         self._depth = _variable(rings["depth"]) if "depth" in rings else None
         self._raw = _variable(rings["raw"]) if "raw" in rings else None
@@ -140,49 +147,94 @@ class Publisher:
         quotes = rings.get("quotes")
         self._trades = trades.publish if isinstance(trades, FixedRingWriter) else None
         self._quotes = quotes.publish if isinstance(quotes, FixedRingWriter) else None
-        self._published = counters.records_published
-        for stream in rings:
-            self._published.setdefault(stream, 0)
+        published = {s: counters.records_published.slot(s) for s in rings}
+        self._n_trades = published.get("trades", 0)  # 0: the scratch slot (no such ring)
+        self._n_quotes = published.get("quotes", 0)
+        self._n_depth = published.get("depth", 0)
+        self._n_raw = published.get("raw", 0)
+        self._n_events = published["events"]
+        self._n_bytes = counters.slot("bytes_received")
+        received, last = counters.messages_received, counters.last_message_ns
+        self._channel_slots = {ch: (received.slot(ch), last.slot(ch)) for ch in CHANNELS}
+        self._latency = {
+            s: (counters.receive_to_commit(s), counters.exchange_to_receive(s))
+            for s in ("trades", "quotes", "depth")
+            if s in rings
+        }
+        self._first_trade: Trade | None = None  # the first record of the batch, per stream
+        self._first_quote: Quote | None = None
+        self._first_depth: Depth | None = None
         self._parse_seen: dict[str, int] = {}
         self._parse_last_event: dict[str, float] = {}
         self._unexpected: set[str] = set()
 
     def on_message(self, conn_id: int, message: bytes, ts_recv: int) -> None:
         """One complete message received on ``conn_id`` at ``ts_recv`` (ns)."""
-        c = self.counters
-        channel = _channel(message)
-        c.messages_received[channel] += 1
-        c.last_message_ns[channel] = ts_recv
-        c.bytes_received += len(message)
+        w = self._w
+        received, last = self._channel_slots[_channel(message)]
+        w[received] += 1
+        w[last] = ts_recv
+        w[self._n_bytes] += len(message)
         raw = self._raw
         if raw is not None:
             try:
                 raw.publish(_RAW_T, encode_raw(Raw(ts_recv, conn_id, message)))
-                self._published["raw"] += 1
+                w[self._n_raw] += 1
             except RecordError:
-                c.drops["raw_too_large"] += 1
+                self.counters.drops["raw_too_large"] += 1
         try:
             outputs = self.on_frame(conn_id, message, ts_recv)
         except Exception as exc:  # a protocol bug must not stop the feed
             self._internal_error("on_frame", exc)
             return
-        self.handle(outputs)
+        self._dispatch(outputs)
 
     def handle(self, outputs: Sequence[Output]) -> None:
-        """Act on protocol outputs: publish, count, or pass requests on."""
+        """Act on protocol outputs (a batch of their own): publish, count, pass requests on."""
+        self._dispatch(outputs)
+        self.end_batch()
+
+    def end_batch(self) -> None:
+        """A batch is done: observe the latency histograms of each stream it published to.
+
+        Receive->commit: now minus the receive time of the stream's first record in the batch.
+        Every message of one socket read has that receive time, so this bounds the latency of
+        each of its records (it is exact for the last one). Exchange->receive: of that first
+        record, when the venue sent an event time.
+        """
+        trade, quote, depth = self._first_trade, self._first_quote, self._first_depth
+        if trade is None and quote is None and depth is None:
+            return
+        self._first_trade = self._first_quote = self._first_depth = None
+        now = self._clock()
+        latency = self._latency
+        if trade is not None:
+            _observe(latency["trades"], now, trade.ts_recv, trade.ts_event)
+        if quote is not None:
+            _observe(latency["quotes"], now, quote.ts_recv, quote.ts_event)
+        if depth is not None:
+            _observe(latency["depth"], now, depth.ts_recv, 0 if depth.snapshot else depth.ts_event)
+
+    def _dispatch(self, outputs: Sequence[Output]) -> None:
+        w = self._w
         for out in outputs:
             kind = type(out)
             try:
                 if kind is Trade:
                     if self._trades is not None:
                         self._trades(*out)  # type: ignore[misc]
-                        self._published["trades"] += 1
+                        w[self._n_trades] += 1
+                        if self._first_trade is None:
+                            self._first_trade = out  # type: ignore[assignment]
                 elif kind is Quote:
                     if self._quotes is not None:
                         self._quotes(*out)  # type: ignore[misc]
-                        self._published["quotes"] += 1
+                        w[self._n_quotes] += 1
+                        if self._first_quote is None:
+                            self._first_quote = out  # type: ignore[assignment]
                 elif kind is Depth:
-                    self._publish_depth(out)  # type: ignore[arg-type]
+                    if self._publish_depth(out) and self._first_depth is None:  # type: ignore[arg-type]
+                        self._first_depth = out  # type: ignore[assignment]
                 elif kind is Dropped:
                     self.counters.drops[out.reason] += out.count  # type: ignore[union-attr, operator]
                 elif kind is Event:
@@ -216,10 +268,11 @@ class Publisher:
         self._publish_event(Event(kind, orjson.dumps(detail).decode(), symbol_id, ts_event))
 
     def heartbeat(self, now_ns: int | None = None) -> None:
-        """Tell readers of every ring that the writer is alive."""
+        """Tell readers of every ring and of the counters that the writer is alive."""
         now = time.time_ns() if now_ns is None else now_ns
         for ring in self.rings.values():
             ring.heartbeat(now)
+        self.counters.heartbeat(now)
 
     def close(self) -> None:
         """Close every ring (readers see the writer stopped)."""
@@ -233,16 +286,17 @@ class Publisher:
             if count and now - self._parse_last_event.get(kind, 0.0) >= PARSE_EVENT_INTERVAL_S:
                 self._parse_event(kind, count, None, b"")
 
-    def _publish_depth(self, depth: Depth) -> None:
+    def _publish_depth(self, depth: Depth) -> bool:
         ring = self._depth
         if ring is None:
-            return
+            return False
         ring.publish(_SNAPSHOT_T if depth.snapshot else _DEPTH_T, encode_depth(depth))
-        self._published["depth"] += 1
+        self._w[self._n_depth] += 1
+        return True
 
     def _publish_event(self, event: Event) -> None:
         self._events.publish(_EVENT_T, encode_event(event))
-        self._published["events"] += 1
+        self._w[self._n_events] += 1
         if event.kind == _GAP:
             self.counters.gaps += 1
         elif event.kind == _RESYNC:
@@ -286,6 +340,15 @@ class Publisher:
         if key not in self._unexpected:
             self._unexpected.add(key)
             _log.error(message, *args)
+
+
+def _observe(
+    histograms: tuple[Histogram, Histogram], now: int, ts_recv: int, ts_event: int
+) -> None:
+    to_commit, from_exchange = histograms
+    to_commit.observe(now - ts_recv)
+    if ts_event:  # 0: the venue sent no event time
+        from_exchange.observe(max(0, ts_recv - ts_event))
 
 
 def _variable(ring: RingWriter) -> VariableRingWriter:

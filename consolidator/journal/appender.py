@@ -13,6 +13,9 @@ lost): it is truncated back to its durable size where possible and closed, ``wri
 back to ``durable_seq``, and the caller rewrites from the ring (or records loss) into a new segment
 that starts at ``durable_seq``. Rotation (by age or size) happens only right after a successful
 sync, so a closed segment is always complete and durable before it is handed to the compressor.
+
+`JournalCounters` are the flusher's metrics of one stream, in the feed's ``flusher.counters``
+file (`consolidator.counters`): records and bytes journaled, and the fdatasync durations.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from consolidator.config import FlusherConfig
+from consolidator.counters import CountersFile, Histogram
 from consolidator.journal.files import fsync_dir, segment_path
 from consolidator.journal.recovery import StreamRecovery
 from consolidator.journal.segment import (
@@ -35,11 +40,30 @@ from consolidator.journal.segment import (
 )
 from consolidator.streams import StreamSpec
 
-__all__ = ["FsyncError", "JournalWriteError", "StreamJournal"]
+__all__ = ["FSYNC_BOUNDS_NS", "FsyncError", "JournalCounters", "JournalWriteError", "StreamJournal"]
 
 log = logging.getLogger("consolidator.journal")
 
 Buffer = bytes | bytearray | memoryview
+
+FSYNC_BOUNDS_NS: Final = tuple(
+    int(ms * 1_000_000)
+    for ms in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+)
+"""``consolidator_fsync_duration_seconds`` buckets: 100 µs to 10 s."""
+
+
+class JournalCounters:
+    """One stream's slots in the flusher's counters file of its feed."""
+
+    def __init__(self, file: CountersFile, stream: str) -> None:
+        labels = (("stream", stream),)
+        self.words = file.words
+        self.records = file.slot("consolidator_journal_records_total", labels)
+        self.bytes = file.slot("consolidator_journal_bytes_total", labels)
+        self.fsync: Histogram = file.histogram(
+            "consolidator_fsync_duration_seconds", FSYNC_BOUNDS_NS
+        )
 
 
 class JournalWriteError(JournalError):
@@ -73,6 +97,7 @@ class StreamJournal:
         recovery: what `recover_stream` found there (with ``repair=True``).
         on_closed: called with a closed segment and the first seq of the next one, for compression.
         fsync: the data sync call (``os.fdatasync``; tests inject failures).
+        counters: where records, bytes and fdatasync durations are counted.
     """
 
     def __init__(
@@ -86,6 +111,7 @@ class StreamJournal:
         on_closed: Callable[[Path, int | None], None] = lambda p, s: None,
         fsync: Callable[[int], None] = os.fdatasync,
         clock: Callable[[], int] = time.time_ns,
+        counters: JournalCounters | None = None,
     ) -> None:
         self.directory = directory
         self.feed = feed
@@ -94,6 +120,7 @@ class StreamJournal:
         self._on_closed = on_closed
         self._fsync = fsync
         self._clock = clock
+        self._counters = counters
         self.record_size = spec.dtype.itemsize if spec.dtype is not None else 0
         self.written_seq: int | None = recovery.next_seq
         self.durable_seq: int | None = recovery.next_seq
@@ -180,8 +207,18 @@ class StreamJournal:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, parts: Sequence[Buffer], first_seq: int, count: int, ts_max: int) -> int:
+    def append(
+        self,
+        parts: Sequence[Buffer],
+        first_seq: int,
+        count: int,
+        ts_max: int,
+        *,
+        loss: bool = False,
+    ) -> int:
         """Append one encoded block (``count`` records from ``first_seq``); returns its bytes.
+
+        A ``loss`` block covers ``count`` lost records: they are not counted as journaled.
 
         Raises:
             JournalWriteError: the write failed; the segment is as it was before the call.
@@ -215,6 +252,12 @@ class StreamJournal:
         self.bytes_written += size
         self.written_seq = first_seq + count
         self.written_ts = ts_max
+        counters = self._counters
+        if counters is not None:
+            w = counters.words
+            w[counters.bytes] += size
+            if not loss:
+                w[counters.records] += count
         return size
 
     @property
@@ -242,11 +285,14 @@ class StreamJournal:
                 f"{seg.durable_offset}, rewriting from seq {self.durable_seq}",
                 exc.errno or errno.EIO,
             ) from None
+        took = time.perf_counter_ns() - start
         seg.durable_offset = seg.offset
         self.durable_seq = self.written_seq
         self.durable_ts = self.written_ts
         self.dirty_bytes = 0
-        return time.perf_counter_ns() - start
+        if self._counters is not None:
+            self._counters.fsync.observe(took)
+        return took
 
     def _abandon(self, seg: _Segment) -> None:
         self._segment = None

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import IO, Final
 
 from consolidator.config import GlobalConfig, check_feed_name
+from consolidator.counters import FILE_NAMES, CountersError, CountersFile
 from consolidator.errors import ConfigError
-from consolidator.journal.appender import StreamJournal
+from consolidator.journal.appender import JournalCounters, StreamJournal
 from consolidator.journal.compress import Compressor
 from consolidator.journal.files import journal_root, list_streams, stream_dir
 from consolidator.journal.position import PositionFile
@@ -36,6 +37,7 @@ from consolidator.journal.segment import JournalError, JournalFormatError
 from consolidator.journal.symbols import SymbolJournal, symbols_path
 from consolidator.journal.task import StreamTask
 from consolidator.ring.reader import RingReader
+from consolidator.ring.registry import ReaderSlot, register_reader
 from consolidator.streams import STREAMS, open_stream_reader, ring_path
 
 __all__ = ["Flusher", "FlusherLockedError"]
@@ -56,6 +58,7 @@ class _Feed:
     name: str
     position: PositionFile
     symbols: SymbolJournal
+    counters: CountersFile
     symbols_failing: bool = False
     meta_copied: bytes = b""
     tasks: list[StreamTask] = field(default_factory=list)
@@ -101,6 +104,7 @@ class Flusher:
         self._sync_log: IO[str] | None = None
         self._sync_log_path = sync_log
         self.compressor: Compressor | None = None
+        self.reader_slots: dict[tuple[str, str], ReaderSlot] = {}
 
     # -- start and stop ------------------------------------------------------------------------
 
@@ -174,9 +178,12 @@ class Flusher:
         """Release everything (after `drain`)."""
         for task in self.tasks.values():
             task.close()
+        for slot in self.reader_slots.values():
+            slot.close()
         for feed in self.feeds.values():
             feed.position.close()
             feed.symbols.close()
+            feed.counters.close()
         if self.compressor is not None:
             self.compressor.stop()
         if self._sync_log is not None:
@@ -225,8 +232,18 @@ class Flusher:
             symbols = SymbolJournal(
                 symbols_path(self.state_dir, name), self.shm_dir / name / "symbols"
             )
-            feed = self.feeds[name] = _Feed(name, position, symbols)
+            feed = self.feeds[name] = _Feed(name, position, symbols, self._counters_file(name))
         return feed
+
+    def _counters_file(self, feed: str) -> CountersFile:
+        """The feed's ``flusher.counters``; private memory if it cannot be created."""
+        try:
+            return CountersFile(
+                self.shm_dir / feed / FILE_NAMES["flusher"], service="flusher", feed=feed
+            )
+        except CountersError as exc:
+            log.warning("%s: no counters for the exporter: %s", feed, exc)
+            return CountersFile(None, service="flusher", feed=feed)
 
     def _copy_meta(self, feed: _Feed) -> None:
         try:
@@ -262,6 +279,7 @@ class Flusher:
         journal = StreamJournal(
             rec.directory, feed_name, spec, self.settings, rec,
             on_closed=self._closed, fsync=self._fsync, clock=self._clock,
+            counters=JournalCounters(feed.counters, stream),
         )  # fmt: skip
 
         def open_ring() -> RingReader:
@@ -270,6 +288,9 @@ class Flusher:
         task = StreamTask(feed_name, spec, journal, feed.position, open_ring, self._clock)
         self.tasks[(feed_name, stream)] = task
         feed.tasks.append(task)
+        slot = register_reader(self.shm_dir, feed_name, stream, "flusher")
+        if slot is not None:
+            self.reader_slots[(feed_name, stream)] = slot
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -306,7 +327,17 @@ class Flusher:
         wall = self._clock()
         for feed in self.feeds.values():
             feed.position.heartbeat(wall)
+            feed.counters.heartbeat(wall)
+        self._report_reads()
         return moved
+
+    def _report_reads(self) -> None:
+        """Each stream's read position and losses, for mdstat (the reader registry)."""
+        for key, slot in self.reader_slots.items():
+            task = self.tasks[key]
+            reader = task.reader
+            position = reader.position if reader is not None else task.journal.written_seq or 0
+            slot.update(position, task.position.get(task.stream, "lost_records"))
 
     def drain(self) -> None:
         """Journal what the rings hold now (up to their current tails), then sync everything."""

@@ -235,7 +235,7 @@ class StreamTask:
                 f"(next is {journal.written_seq})"
             )
         block = encode_loss(first, count, reason, int(self.spec.record_type), self._clock())
-        journal.append(block, first, count, journal.written_ts)
+        journal.append(block, first, count, journal.written_ts, loss=True)
         pos = self.position
         pos.add(self.stream, "lost_records", count)
         pos.add(self.stream, "loss_events")

@@ -15,6 +15,13 @@ Measures, in one run on this machine:
 3. **Writer RSS** sampled over a soak period (``--soak``; 600 s for the record).
 4. ``--profile``: a py-spy profile of the writer at full rate, summarized by function (self time)
    and by component.
+5. **Readers.** The same writer workload with no reader and with readers (two ``mdtail FEED
+   --format json > /dev/null`` processes and one batch reader, `batch_reader`, all registered in
+   the reader registry), alternating in one run (none, readers, readers, none): writer frames/s,
+   frames per writer CPU-second and receive->commit percentiles for both, the ratios, and the CPU
+   the readers themselves took. Paced at 10 k msgs/s and at full rate; first as the scheduler
+   places everyone, then with the writer pinned to a CPU of its own (the simulator and the readers
+   on the others), as deployed. ``--readers-only`` runs just this.
 
 The message mix is reported as measured (depth / quotes / trades share of published records).
 """
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +51,9 @@ import psutil
 
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind
-from consolidator.ring.reader import FixedRingReader, VariableRingReader
-from consolidator.streams import open_stream_reader
+from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
+from consolidator.ring.registry import ReaderSlot, list_readers, register_reader
+from consolidator.streams import feed_streams, open_stream_reader
 
 PY = sys.executable
 FEED = "bench"
@@ -57,6 +66,18 @@ class Sim:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for the benchmark's header line)."""
+    return next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
 
 
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
@@ -222,24 +243,35 @@ def writer_throughput(writer: Writer, seconds: float) -> dict[str, float]:
     }
 
 
-def latencies(writer: Writer, since: dict[str, int]) -> np.ndarray:
-    """ts_commit - ts_recv (ns) of every trade, quote and depth record published since ``since``."""
+def latencies(
+    writer: Writer, since: dict[str, int], until: dict[str, int] | None = None
+) -> np.ndarray:
+    """ts_commit - ts_recv (ns) of every trade, quote and depth record published since ``since``
+    (and before ``until``, if given)."""
     out = []
     for stream in ("trades", "quotes"):
         reader = open_stream_reader(writer.shm, FEED, stream, start=since[stream])
         assert isinstance(reader, FixedRingReader)
         with reader:
             while len(batch := reader.read_batch()):
+                if until is not None:
+                    batch = batch[batch["seq"] < until[stream]]
                 out.append(batch["ts_commit"] - batch["ts_recv"])
+                if until is not None and reader.position >= until[stream]:
+                    break
     reader = open_stream_reader(writer.shm, FEED, "depth", start=since["depth"])
     assert isinstance(reader, VariableRingReader)
     with reader:
         while records := reader.read_batch():
+            if until is not None:
+                records = [r for r in records if r.seq < until["depth"]]
             recv = [
                 int.from_bytes(r.payload[8:16], "little") for r in records if r.record_type == 3
             ]
             commit = [r.ts_commit for r in records if r.record_type == 3]
             out.append(np.array(commit, dtype=np.int64) - np.array(recv, dtype=np.int64))
+            if until is not None and reader.position >= until["depth"]:
+                break
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -339,6 +371,221 @@ def profile(symbols: int, seconds: float) -> list[tuple[str, float]]:
     return [(name, 100.0 * n / total) for name, n in counts.most_common(25)]
 
 
+# -- 5. readers --------------------------------------------------------------------------------
+
+
+def batch_reader(shm: Path, feed: str, stop: list[bool], idle_s: float = 0.005) -> int:
+    """Read every stream of ``feed`` in batches, as the flusher does, until ``stop[0]``.
+
+    Registered in the reader registry (name ``bench-batch``); returns the records read.
+    """
+    readers: dict[str, RingReader] = {}
+    slots: dict[str, ReaderSlot | None] = {}
+    for stream in feed_streams(shm, feed):
+        readers[stream] = open_stream_reader(shm, feed, stream, start="tail")
+        slots[stream] = register_reader(shm, feed, stream, "bench-batch")
+    total = 0
+    try:
+        while not stop[0]:
+            moved = 0
+            for stream, reader in readers.items():
+                if isinstance(reader, FixedRingReader):
+                    moved += len(reader.read_batch(65536))
+                else:
+                    assert isinstance(reader, VariableRingReader)
+                    moved += len(reader.read_batch(4096))
+                reader.drain_losses()
+                slot = slots[stream]
+                if slot is not None:
+                    slot.update(reader.position, reader.lost)
+            total += moved
+            if not moved:
+                time.sleep(idle_s)
+    finally:
+        for stream, reader in readers.items():
+            slot = slots[stream]
+            if slot is not None:
+                slot.close()
+            reader.close()
+    return total
+
+
+def _batch_reader_main(shm: Path) -> None:
+    stop = [False]
+
+    def on_term(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    batch_reader(shm, FEED, stop)
+
+
+def start_readers(writer: Writer, mdtails: int = 2) -> list[subprocess.Popen[str]]:
+    """``mdtail FEED --format json > /dev/null`` x ``mdtails``, plus one `batch_reader` process."""
+    mdtail = str(Path(PY).parent / "mdtail")
+    procs = [
+        subprocess.Popen(
+            [mdtail, FEED, "--format", "json"],
+            env=writer.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        for _ in range(mdtails)
+    ]
+    procs.append(
+        subprocess.Popen(
+            [PY, "-m", "tools.bench.feed", "--batch-reader", str(writer.shm)],
+            env=writer.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+    )
+    return procs
+
+
+def _cpu_s(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def measure_phase(
+    writer: Writer, seconds: float, others: Sequence[psutil.Process] = ()
+) -> dict[str, Any]:
+    """Writer frames/s, frames per writer CPU-second, receive->commit latencies (us) over
+    ``seconds``, and the CPU cores ``others`` used meanwhile."""
+    ps = psutil.Process(writer.proc.pid)
+    since, c0, o0, t0 = tails(writer), ps.cpu_times(), _cpu_s(others), time.perf_counter()
+    time.sleep(seconds)
+    until, c1, o1, t1 = tails(writer), ps.cpu_times(), _cpu_s(others), time.perf_counter()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    frames = until["raw"] - since["raw"]
+    return {
+        "frames_per_s": frames / (t1 - t0),
+        "frames_per_cpu_s": frames / cpu if cpu else 0.0,
+        "writer_cores": cpu / (t1 - t0),
+        "reader_cores": (o1 - o0) / (t1 - t0),
+        "latency_us": latencies(writer, since, until) / 1000.0,
+    }
+
+
+def summarize_phases(phases: list[dict[str, Any]]) -> dict[str, float]:
+    us = np.concatenate([p["latency_us"] for p in phases])
+    return {
+        "frames_per_s": statistics.mean(p["frames_per_s"] for p in phases),
+        "frames_per_cpu_s": statistics.mean(p["frames_per_cpu_s"] for p in phases),
+        "writer_cores": statistics.mean(p["writer_cores"] for p in phases),
+        "reader_cores": statistics.mean(p["reader_cores"] for p in phases),
+        "records": float(len(us)),
+        "p50_us": float(np.percentile(us, 50)),
+        "p99_us": float(np.percentile(us, 99)),
+        "p999_us": float(np.percentile(us, 99.9)),
+    }
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Move every thread of ``pid`` onto ``cpus``."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def readers_run(symbols: int, rate: int, seconds: float, pinned: bool = False) -> dict[str, Any]:
+    """One simulator and writer; phases without and with readers, in the order none, readers,
+    readers, none (drift cancels); ``rate`` 0 means full rate.
+
+    ``pinned``: the writer gets the last CPU to itself, the simulator and the readers share the
+    others (as deployed: the writer pinned to its core); otherwise the scheduler places everyone.
+    """
+    sim = start_sim(symbols, "2000" if rate == 0 else str(rate))
+    writer = start_writer(sim, list(sim.hello["symbols"]))
+    cpus = sorted(os.sched_getaffinity(0))
+    own, rest = {cpus[-1]}, set(cpus[:-1]) or {cpus[-1]}
+    if pinned:
+        pin(writer.proc.pid, own)
+        pin(sim.proc.pid, rest)
+    phases: dict[str, list[dict[str, Any]]] = {"none": [], "readers": []}
+    try:
+        synced = wait_synced(writer, symbols)
+        if rate == 0:
+            set_rate(sim, 0)
+        time.sleep(2.0)
+        for kind in ("none", "readers", "readers", "none"):
+            if kind == "none":
+                phases[kind].append(measure_phase(writer, seconds))
+                continue
+            procs = start_readers(writer)
+            try:
+                time.sleep(2.0)  # started, registered, caught up
+                if pinned:
+                    for proc in procs:
+                        pin(proc.pid, rest)
+                watched = [psutil.Process(p.pid) for p in procs]
+                phase = measure_phase(writer, seconds, watched)
+                registry = list_readers(writer.shm, FEED)
+                phase["mdtail_lost"] = sum(e.lost for e in registry if e.name == "mdtail")
+                phase["mdtail_lag"] = max(
+                    (tails(writer)[e.stream] - e.position for e in registry
+                     if e.name == "mdtail" and e.stream in ("trades", "quotes", "depth")),
+                    default=0,
+                )  # fmt: skip
+                phases[kind].append(phase)
+            finally:
+                for proc in procs:
+                    stop(proc)
+            time.sleep(1.0)
+    finally:
+        writer.stop()
+        sim.stop()
+        cleanup(writer)
+    none, readers = summarize_phases(phases["none"]), summarize_phases(phases["readers"])
+    ratio = {k: readers[k] / none[k] if none[k] else 0.0 for k in none if k != "reader_cores"}
+    return {
+        "rate": rate, "pinned": pinned, "books_synced": synced, "none": none, "readers": readers,
+        "ratio": ratio,
+        "mdtail_lost": [p["mdtail_lost"] for p in phases["readers"]],
+        "mdtail_lag": [p["mdtail_lag"] for p in phases["readers"]],
+    }  # fmt: skip
+
+
+def print_readers(r: dict[str, Any], symbols: int) -> None:
+    """One workload's table: none, readers, and the ratio readers / none."""
+    label = "full rate" if r["rate"] == 0 else f"{r['rate'] // 1000}k msgs/s"
+    where = "writer pinned to its own CPU" if r["pinned"] else "no pinning"
+    print(f"   {label}, {where}, books synced {r['books_synced']}/{symbols}")
+    print("   readers       frames/s  frames/CPU-s  writer cores  reader cores"
+          "    p50 us    p99 us  p99.9 us    records")  # fmt: skip
+    for kind in ("none", "readers"):
+        x = r[kind]
+        print(f"   {kind:<9} {x['frames_per_s']:>12,.0f} {x['frames_per_cpu_s']:>13,.0f} "
+              f"{x['writer_cores']:>13.2f} {x['reader_cores']:>13.2f} {x['p50_us']:>9,.0f} "
+              f"{x['p99_us']:>9,.0f} {x['p999_us']:>9,.0f} {x['records']:>10,.0f}")  # fmt: skip
+    x = r["ratio"]
+    print(f"   {'ratio':<9} {x['frames_per_s']:>12.2f} {x['frames_per_cpu_s']:>13.2f} "
+          f"{x['writer_cores']:>13.2f} {'':>13} {x['p50_us']:>9.2f} {x['p99_us']:>9.2f} "
+          f"{x['p999_us']:>9.2f}")  # fmt: skip
+    print(f"   mdtail at the end of each readers phase: lost (lapped) {r['mdtail_lost']} records, "
+          f"lag {r['mdtail_lag']} records")  # fmt: skip
+
+
+def readers_section(symbols: int, seconds: float, results: dict[str, Any]) -> None:
+    """Section 5: the writer without and with readers, paced at 10 k msgs/s and at full rate."""
+    print("\n5. Readers: the same writer without and with readers (2 x mdtail --format json")
+    print("   > /dev/null + 1 batch reader), phases none/readers/readers/none in one run")
+    results["readers"] = []
+    for pinned in (False, True):
+        for rate in (10_000, 0):
+            r = readers_run(symbols, rate, seconds, pinned)
+            results["readers"].append(r)
+            print_readers(r, symbols)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
@@ -348,19 +595,22 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--readers-only", action="store_true", help="only section 5 (readers)")
+    parser.add_argument("--batch-reader", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_reader is not None:
+        _batch_reader_main(args.batch_reader)
+        return
     seconds = 5.0 if args.quick else 15.0
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
+    cpu = cpu_model()
     print(f"feed benchmark: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
           f"{args.symbols} symbols, {seconds:.0f} s per measurement")  # fmt: skip
     results: dict[str, Any] = {}
+    if args.readers_only:
+        readers_section(args.symbols, seconds, results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
 
     def bare_phase() -> dict[str, float]:
         sim = start_sim(args.symbols, "max")
@@ -446,6 +696,7 @@ def main() -> None:
         results["profile"] = prof
         for name, pct in prof:
             print(f"   {pct:5.1f}%  {name}")
+    readers_section(args.symbols, seconds, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
