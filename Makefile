@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SRC    := consolidator tools tests
 
-.PHONY: demo test lint fmt bench clean venv
+.PHONY: demo test lint fmt bench clean venv deb
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench.ring
+
+# dist/consolidator_<version>_amd64.deb, checked by lintian (needs the Debian packages that
+# .ci/run installs: dh-virtualenv, debhelper, lintian, help2man, ...).
+deb:
+	packaging/build-deb dist
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from consolidator.journal.history import HistoryReader
+from consolidator.ring.reader import Loss
 from consolidator.streams import open_stream_reader
 from tests.feed.helpers import REPO, Feed, Sim, Writer, wait_until
 
@@ -55,6 +59,26 @@ def firsts(feed: Feed) -> dict[str, int]:
         with open_stream_reader(feed.shm_dir, feed.name, stream) as reader:
             out[stream] = reader.first_seq
     return out
+
+
+def journal_items(
+    state: Path, feed: str, stream: str
+) -> tuple[list[int], list[object], list[Loss]]:
+    """A stream's journal (no live ring): every sequence number, every record, every loss."""
+    seqs: list[int] = []
+    items: list[object] = []
+    losses: list[Loss] = []
+    with HistoryReader(state, Path("/nonexistent"), feed, stream, live=False) as reader:
+        for item in reader.items():
+            if isinstance(item, Loss):
+                losses.append(item)
+            elif isinstance(item, np.ndarray):
+                seqs.extend(int(s) for s in item["seq"])
+                items.extend(item.tolist())
+            else:
+                seqs.extend(r.seq for r in item)
+                items.extend(item)
+    return seqs, items, losses
 
 
 def wait_rings(feed: Feed) -> None:

@@ -69,6 +69,9 @@ def run_main(prog: str, main: Callable[[], int]) -> int:
     except ConsolidatorError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except PermissionError as exc:  # e.g. reading rings without being in their group
+        print(f"{prog}: error: {exc.filename or exc}: permission denied", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:

@@ -28,6 +28,7 @@ from consolidator.errors import ConfigError
 from consolidator.feed.backoff import Backoff
 from consolidator.feed.connection import FeedConnection
 from consolidator.feed.counters import Counters
+from consolidator.feed.cpus import isolated_cpus
 from consolidator.feed.http import HttpClient
 from consolidator.feed.publisher import Publisher, open_rings
 from consolidator.feed.rest import RestClient, RestError
@@ -37,6 +38,7 @@ from consolidator.journal.history import next_seq, restore_symbols
 from consolidator.journal.reserve import SequenceReservation
 from consolidator.notify import Notifier
 from consolidator.records import NO_SYMBOL, EventKind
+from consolidator.ring.registry import make_registry_dir
 from consolidator.ring.writer import RingWriter
 from consolidator.streams import ring_path, write_feed_meta
 from consolidator.symbols import SymbolTable
@@ -123,7 +125,7 @@ class FeedWriter:
         for name in feed.symbols or ():
             if not _usable(name):
                 raise ConfigError(f"{feed.path}: symbols: not a Binance symbol name: {name!r}")
-        self.counters = Counters()
+        self.counters = Counters()  # private memory until `run` creates the shared file
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,6 +163,14 @@ class FeedWriter:
                 raise ConfigError(
                     f"{feed.path}: cpu: cannot pin to core {feed.cpu}: {exc}"
                 ) from None
+            isolated = isolated_cpus()
+            if feed.cpu not in isolated:
+                _log.warning(
+                    "pinned to core %d, which is not isolated (isolated cores: %s); "
+                    "other tasks may run there (kernel parameter isolcpus=)",
+                    feed.cpu,
+                    ",".join(map(str, sorted(isolated))) or "none",
+                )
         # After a reboot (rings gone, journal kept) the symbol ids and every stream's sequence
         # continue from the journal; with rings still in place both are no-ops.
         # A new ring also starts above any durable sequence reservation, so numbers that were in
@@ -169,8 +179,11 @@ class FeedWriter:
         restore_symbols(state_dir, shm_dir, feed.name)
         reservation = self._reservation = SequenceReservation(state_dir, feed.name)
         symbols = SymbolTable(shm_dir / feed.name / "symbols")  # locked: one writer per feed
+        make_registry_dir(shm_dir, feed.name)  # before the rings: their readers find it
         rings: dict[str, RingWriter] = {}
         try:
+            # After the symbol table's lock: a second writer of the feed must not replace it.
+            self.counters = Counters.create(shm_dir, feed.name, feed.venue)
             rings = open_rings(
                 shm_dir,
                 feed.name,
@@ -187,6 +200,7 @@ class FeedWriter:
         except BaseException:
             for ring in rings.values():
                 ring.close()
+            self.counters.close()
             symbols.close()
             raise
         publisher = self._publisher = Publisher(rings, _no_frames, self, self.counters)
@@ -341,6 +355,7 @@ class FeedWriter:
         if self._reservation is not None:
             self._reservation.release(self._tails())
         publisher.close()
+        self.counters.close()
         _log.info("stopped; %s", self.counters.status(*self._status_base()))
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
@@ -469,6 +484,7 @@ class FeedWriter:
             self._protocol.new_pacer(),
             compression=self.feed.compression,
             max_size=self.limits.max_frame_bytes * 16,
+            batch_done=self._publisher.end_batch,
         )
         self._conns[plan.conn_id] = conn
         return conn

@@ -20,35 +20,15 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from consolidator.journal.history import HistoryReader
 from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind, to_decimal
-from consolidator.ring.reader import Loss
 from tests.feed.helpers import Writer, wait_until
-from tests.pipeline import STREAMS, Flusher, firsts, pipeline, tails, wait_rings
+from tests.pipeline import STREAMS, Flusher, firsts, journal_items, pipeline, tails, wait_rings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _journal(state: Path, feed: str, stream: str) -> tuple[list[int], list[object], list[Loss]]:
-    seqs: list[int] = []
-    items: list[object] = []
-    losses: list[Loss] = []
-    with HistoryReader(state, Path("/nonexistent"), feed, stream, live=False) as reader:
-        for item in reader.items():
-            if isinstance(item, Loss):
-                losses.append(item)
-            elif isinstance(item, np.ndarray):
-                seqs.extend(int(s) for s in item["seq"])
-                items.extend(item.tolist())
-            else:
-                seqs.extend(r.seq for r in item)
-                items.extend(item)
-    return seqs, items, losses
 
 
 def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -> None:
@@ -105,7 +85,7 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
         assert p.flusher.stop() == 0, p.flusher.log.read_text()
 
     for stream in STREAMS:
-        seqs, _, losses = _journal(state, feed.name, stream)
+        seqs, _, losses = journal_items(state, feed.name, stream)
         assert len(losses) == 1, (stream, losses)  # the crash, and nothing else
         (loss,) = losses
         assert loss.first_seq <= before_crash[stream] < restarted[stream]
@@ -119,7 +99,7 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
     for line in truth_log.read_text().splitlines():
         t = json.loads(line)
         truth[(t["symbol"], t["trade_id"])] = t
-    _, trades, _ = _journal(state, feed.name, "trades")
+    _, trades, _ = journal_items(state, feed.name, "trades")
     seen = set()
     for row in trades:
         _, _, _, _, trade_id, pm, qm, sym, pe, qe, side, _ = row  # type: ignore[misc]
@@ -131,6 +111,6 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
         assert to_decimal(qm, qe) == Decimal(made["qty"])
         assert ("buy", "sell")[side - 1] == made["side"]
     assert len(seen) > 100
-    events = [decode_event(r.payload) for r in _journal(state, feed.name, "events")[1]]  # type: ignore[attr-defined]
+    events = [decode_event(r.payload) for r in journal_items(state, feed.name, "events")[1]]  # type: ignore[attr-defined]
     starts = [e for e in events if e.kind == EventKind.WRITER_START]
     assert len(starts) == 5, "start, two restarts after kill -9, two starts after reboots"
