@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -254,11 +255,12 @@ def read_positions(shm_dir: Path, feed: str) -> DurablePosition | None:
     """The feed's durable positions, or None if no flusher has published any."""
     path = shm_dir / feed / FILE_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted there cannot block us
     except FileNotFoundError:
         return None
     try:
-        if os.fstat(fd).st_size != FILE_SIZE:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != FILE_SIZE:
             return None
         mm = mmap.mmap(fd, FILE_SIZE, prot=mmap.PROT_READ)
     finally:

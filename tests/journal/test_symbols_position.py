@@ -152,3 +152,18 @@ def test_durable_lag_is_zero_when_caught_up_and_the_newest_durable_age_otherwise
     assert got is not None
     assert durable_lag_ns(got.streams["trades"], 5_000) == 4_000
     pos.close()
+
+
+def test_something_else_at_the_path_is_no_position_and_never_blocks(tmp_path: Path) -> None:
+    """A FIFO there would block a plain open() forever (mdstat, the exporter); a directory or a
+    file of another size is not a position file either."""
+    feed = tmp_path / "f1"
+    feed.mkdir()
+    os.mkfifo(feed / "durable")
+    assert read_positions(tmp_path, "f1") is None
+    (feed / "durable").unlink()
+    (feed / "durable").mkdir()
+    assert read_positions(tmp_path, "f1") is None
+    (feed / "durable").rmdir()
+    (feed / "durable").write_bytes(b"\0" * 100)
+    assert read_positions(tmp_path, "f1") is None
