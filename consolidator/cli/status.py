@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consolidator.counters import read_counters
 from consolidator.errors import ConsolidatorError
 from consolidator.journal.position import DurablePosition, durable_lag_ns, read_positions
 from consolidator.payloads import decode_event
@@ -25,12 +26,20 @@ from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingRe
 from consolidator.ring.registry import NO_POSITION, ReaderInfo, list_readers
 from consolidator.streams import feed_streams, open_stream_reader
 
-__all__ = ["EventTally", "ReaderStatus", "StreamStatus", "feed_status", "feeds", "tally_events"]
+__all__ = [
+    "EventTally",
+    "ReaderStatus",
+    "StreamStatus",
+    "counted_events",
+    "feed_status",
+    "feeds",
+    "tally_events",
+]
 
 
 @dataclass
 class EventTally:
-    """Counts from the events ring since the writer's last start."""
+    """Counts since the writer's last start (its counters file, else its events ring)."""
 
     gaps: int = 0
     resyncs: int = 0
@@ -149,6 +158,21 @@ def tally_events(shm_dir: Path, feed: str) -> EventTally:
     return tally
 
 
+def counted_events(shm_dir: Path, feed: str) -> EventTally:
+    """The writer's own counters when its counters file is there (exact however long it has run),
+    else `tally_events` (a writer without one, or an events ring read after it stopped)."""
+    snap = read_counters(shm_dir, feed)
+    if snap is None:
+        return tally_events(shm_dir, feed)
+    return EventTally(
+        gaps=snap.value("consolidator_gaps_total"),
+        resyncs=snap.value("consolidator_resyncs_total"),
+        parse_errors=sum(m.value for m in snap.family("consolidator_parse_errors_total")),
+        reconnects=sum(m.value for m in snap.family("consolidator_reconnects_total")),
+        connections_up=snap.value("consolidator_connections", state="open"),
+    )
+
+
 def _parse_error_count(detail: str) -> int:
     try:
         value = json.loads(detail).get("count", 1)
@@ -207,7 +231,7 @@ def _row(
 
 def feed_status(shm_dir: Path, feed: str, rate_window_s: float) -> list[StreamStatus]:
     """Rows for every stream of ``feed``; rates over one ``rate_window_s`` shared by all."""
-    tally = tally_events(shm_dir, feed)
+    tally = counted_events(shm_dir, feed)
     readers = {s: open_stream_reader(shm_dir, feed, s) for s in feed_streams(shm_dir, feed)}
     try:
         before = {s: r.tail() for s, r in readers.items()}
