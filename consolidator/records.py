@@ -163,6 +163,7 @@ QUOTE_DTYPE: Final = np.dtype(
 # The decimal codec.
 
 _DIGITS: Final = frozenset("0123456789")
+_MAX_SCALE: Final = -EXP_MIN
 
 
 def _checked(mantissa: int, exponent: int, text: object) -> tuple[int, int]:
@@ -195,15 +196,19 @@ def encode_decimal(text: str | int) -> tuple[int, int]:
     """
     if type(text) is str and text.isascii():
         # Fast path, what Binance sends: unsigned plain notation. For ASCII text, str.isdigit()
-        # is exactly [0-9] (no '_', spaces or signs, which int() would also accept).
-        point = text.find(".")
-        if point < 0:
-            if text.isdigit() and (mantissa := int(text)) <= INT64_MAX:
-                return mantissa, 0
-        elif 0 < point < len(text) - 1:
-            digits = text[:point] + text[point + 1 :]
-            if digits.isdigit() and (mantissa := int(digits)) <= INT64_MAX:
-                return mantissa, point + 1 - len(text)
+        # is exactly [0-9] (no '_', spaces, signs or a second '.', which int() or the split
+        # would let through).
+        head, dot, frac = text.partition(".")
+        if frac:
+            if (
+                head
+                and (digits := head + frac).isdigit()
+                and (mantissa := int(digits)) <= INT64_MAX
+                and len(frac) <= _MAX_SCALE
+            ):
+                return mantissa, -len(frac)
+        elif not dot and text.isdigit() and (mantissa := int(text)) <= INT64_MAX:
+            return mantissa, 0
     if type(text) is int:
         return _checked(text, 0, text)
     if not isinstance(text, str):

@@ -29,14 +29,13 @@ from consolidator.counters import Histogram
 from consolidator.errors import RecordError
 from consolidator.feed.counters import CHANNELS, Counters
 from consolidator.payloads import (
+    RAW_HEADER,
     Depth,
     Event,
     Quote,
-    Raw,
     Trade,
     encode_depth,
     encode_event,
-    encode_raw,
 )
 from consolidator.records import NO_SYMBOL, EventKind, RecordType
 from consolidator.ring.writer import FixedRingWriter, RingWriter, VariableRingWriter
@@ -65,6 +64,7 @@ _EVENT_T: Final = int(RecordType.EVENT)
 _RAW_T: Final = int(RecordType.RAW)
 _GAP: Final = EventKind.GAP
 _RESYNC: Final = EventKind.RESYNC
+_RAW_HEAD: Final = RAW_HEADER.pack
 
 
 class Requests(Protocol):
@@ -108,14 +108,6 @@ def open_rings(
     return rings
 
 
-def _channel(message: bytes) -> str:
-    """The channel of a combined-stream message, from the byte after ``@`` in its stream name."""
-    if not message.startswith(_STREAM_PREFIX):
-        return "other"
-    at = message.find(b"@", 9, _HEAD)
-    return "other" if at < 0 else _CHANNEL_OF.get(message[at + 1 : at + 2], "other")
-
-
 class Publisher:
     """Publishes a feed's records and events, counts everything.
 
@@ -155,7 +147,9 @@ class Publisher:
         self._n_events = published["events"]
         self._n_bytes = counters.slot("bytes_received")
         received, last = counters.messages_received, counters.last_message_ns
-        self._channel_slots = {ch: (received.slot(ch), last.slot(ch)) for ch in CHANNELS}
+        slots = {ch: (received.slot(ch), last.slot(ch)) for ch in CHANNELS}
+        self._channel_slots = {tag: slots[ch] for tag, ch in _CHANNEL_OF.items()}
+        self._other_slots = slots["other"]
         self._latency = {
             s: (counters.receive_to_commit(s), counters.exchange_to_receive(s))
             for s in ("trades", "quotes", "depth")
@@ -171,14 +165,19 @@ class Publisher:
     def on_message(self, conn_id: int, message: bytes, ts_recv: int) -> None:
         """One complete message received on ``conn_id`` at ``ts_recv`` (ns)."""
         w = self._w
-        received, last = self._channel_slots[_channel(message)]
+        slots = self._other_slots
+        if message.startswith(_STREAM_PREFIX):
+            at = message.find(b"@", 9, _HEAD)
+            if at >= 0:
+                slots = self._channel_slots.get(message[at + 1 : at + 2], slots)
+        received, last = slots
         w[received] += 1
         w[last] = ts_recv
         w[self._n_bytes] += len(message)
         raw = self._raw
         if raw is not None:
             try:
-                raw.publish(_RAW_T, encode_raw(Raw(ts_recv, conn_id, message)))
+                raw.publish(_RAW_T, _RAW_HEAD(ts_recv, conn_id, 0) + message)
                 w[self._n_raw] += 1
             except RecordError:
                 self.counters.drops["raw_too_large"] += 1
@@ -233,8 +232,13 @@ class Publisher:
                         if self._first_quote is None:
                             self._first_quote = out  # type: ignore[assignment]
                 elif kind is Depth:
-                    if self._publish_depth(out) and self._first_depth is None:  # type: ignore[arg-type]
-                        self._first_depth = out  # type: ignore[assignment]
+                    if self._depth is not None:
+                        snapshot = out.snapshot  # type: ignore[union-attr]
+                        payload = encode_depth(out)  # type: ignore[arg-type]
+                        self._depth.publish(_SNAPSHOT_T if snapshot else _DEPTH_T, payload)
+                        w[self._n_depth] += 1
+                        if self._first_depth is None:
+                            self._first_depth = out  # type: ignore[assignment]
                 elif kind is Dropped:
                     self.counters.drops[out.reason] += out.count  # type: ignore[union-attr, operator]
                 elif kind is Event:
@@ -285,14 +289,6 @@ class Publisher:
         for kind, count in list(self._parse_seen.items()):
             if count and now - self._parse_last_event.get(kind, 0.0) >= PARSE_EVENT_INTERVAL_S:
                 self._parse_event(kind, count, None, b"")
-
-    def _publish_depth(self, depth: Depth) -> bool:
-        ring = self._depth
-        if ring is None:
-            return False
-        ring.publish(_SNAPSHOT_T if depth.snapshot else _DEPTH_T, encode_depth(depth))
-        self._w[self._n_depth] += 1
-        return True
 
     def _publish_event(self, event: Event) -> None:
         self._events.publish(_EVENT_T, encode_event(event))

@@ -211,6 +211,11 @@ def decimal(text: object) -> tuple[int, int]:
     found: tuple[int, int] | None = _DECIMALS.get(text)  # type: ignore[call-overload]
     if found is not None:
         return found
+    return _remember(text)
+
+
+def _remember(text: object) -> tuple[int, int]:
+    """`records.encode_decimal` of ``text``, kept in the memo if it is a string."""
     value = encode_decimal(text)  # type: ignore[arg-type]
     if type(text) is str:
         if len(_DECIMALS) >= _DECIMALS_MAX:
@@ -229,13 +234,8 @@ def price_levels(raw: object) -> list[Level]:
     if type(raw) is not list:
         raise TypeError("levels must be a list")
     get = _DECIMALS.get
-    levels: list[Level] = []
-    append = levels.append
-    for price, qty in raw:
-        price_m, price_e = get(price) or decimal(price)
-        qty_m, qty_e = get(qty) or decimal(qty)
-        append((price_m, price_e, qty_m, qty_e))
-    return levels
+    remember = _remember
+    return [(get(price) or remember(price)) + (get(qty) or remember(qty)) for price, qty in raw]
 
 
 class ControlPacer:

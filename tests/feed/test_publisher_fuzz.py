@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consolidator.feed.counters import Counters
+from consolidator.feed.counters import CHANNELS, Counters
 from consolidator.feed.publisher import Publisher, open_rings
-from consolidator.payloads import Depth, Event, Quote, Trade
-from consolidator.records import EventKind
+from consolidator.payloads import Depth, Event, Quote, Raw, Trade, decode_raw
+from consolidator.records import EventKind, RecordType
+from consolidator.ring.reader import VariableRingReader
 from consolidator.ring.writer import RingWriter
 from consolidator.venues.base import (
     ConnectionPlan,
@@ -201,3 +202,37 @@ def test_frame_above_the_size_limit_is_counted_not_published(
     assert counters.records_published["trades"] == 0
     assert counters.records_published["events"] == 2  # one PARSE_ERROR event per kind
     assert rings["raw"].next_seq == before + 2  # raw keeps every frame as received
+
+
+CHANNEL_CASES = [
+    (b'{"stream":"btcusdt@trade","data":{}}', "trades"),
+    (b'{"stream":"btcusdt@aggTrade","data":{}}', "trades"),
+    (b'{"stream":"btcusdt@bookTicker","data":{}}', "quotes"),
+    (b'{"stream":"btcusdt@depth@100ms","data":{}}', "depth"),
+    (b'{"stream":"btcusdt@kline_1m","data":{}}', "other"),
+    (b'{"stream":"' + b"x" * 60 + b'@trade","data":{}}', "other"),  # '@' past the first 64 bytes
+    (b'{"stream":"btcusdt@', "other"),
+    (b'{"stream":"@b', "quotes"),
+    (b'{"result":null,"id":1}', "other"),
+    (b"", "other"),
+]
+
+
+def test_raw_frames_are_kept_exactly_and_counted_by_channel(
+    rings: dict[str, RingWriter],
+) -> None:
+    counters = Counters()
+    publisher = Publisher(rings, _protocol().on_frame, Recorder(), counters)
+    start = rings["raw"].next_seq
+    for ts, (message, _) in enumerate(CHANNEL_CASES, 1):
+        publisher.on_message(ts % 3, message, ts << 40)
+    expected = Counter(channel for _, channel in CHANNEL_CASES)
+    assert counters.messages_received == {c: expected[c] for c in CHANNELS}
+    assert counters.last_message_ns["other"] == len(CHANNEL_CASES) << 40
+    assert counters.internal_errors == 0
+    with VariableRingReader(rings["raw"].path, start=start) as reader:
+        records = reader.read_batch()
+    assert [r.record_type for r in records] == [RecordType.RAW] * len(CHANNEL_CASES)
+    assert [decode_raw(r.payload) for r in records] == [
+        Raw(ts << 40, ts % 3, message) for ts, (message, _) in enumerate(CHANNEL_CASES, 1)
+    ]

@@ -81,6 +81,7 @@ def test_scientific_and_canonical_forms(text: str, value: Decimal, canonical: st
         ("92233720368.54775807", (9_223_372_036_854_775_807, -8)),
         ("-95000000000.00000000", (-950_000_000_000_000_000, -7)),
         ("100000000000000000000", (1_000_000_000_000_000_000, 2)),
+        ("1." + "0" * 200, (1_000_000_000_000_000_000, -18)),
     ],
 )
 def test_trailing_zeros_give_way_before_precision_is_refused(
@@ -90,6 +91,10 @@ def test_trailing_zeros_give_way_before_precision_is_refused(
     assert to_decimal(*encoded) == Decimal(text)
 
 
+def test_the_smallest_exponent_is_accepted_in_plain_notation() -> None:
+    assert encode_decimal("0." + "0" * 127 + "1") == (1, -128)
+
+
 def test_json_integers_are_accepted() -> None:
     assert encode_decimal(101872) == (101872, 0)
 
@@ -97,7 +102,8 @@ def test_json_integers_are_accepted() -> None:
 @pytest.mark.parametrize(
     "bad",
     ["", "1.", ".5", "1_000", " 1", "1 ", "nan", "inf", "1e", "1e+", "²", "١٢", "0x10", "--1",
-     "1e5e5", "99999999999999999999", "1e200", "1e-200", "+1"],
+     "1e5e5", "99999999999999999999", "1e200", "1e-200", "+1", "1.2.3", "1..2", "1.2.", "1.-2",
+     "1.+2", "1. 2", "1._2", "0." + "0" * 128 + "1"],
 )  # fmt: skip
 def test_what_cannot_be_held_exactly_is_refused(bad: str) -> None:
     with pytest.raises(DecimalCodecError, match="decimal"):
@@ -139,6 +145,17 @@ def test_arbitrary_text_is_encoded_exactly_or_refused(text: str) -> None:
         mantissa, exponent = encode_decimal(text)
     except DecimalCodecError:
         return
+    assert to_decimal(mantissa, exponent) == Decimal(text)
+
+
+@given(st.text(alphabet="0123456789.-+eE_ ", max_size=24))
+def test_number_like_text_is_encoded_exactly_or_refused(text: str) -> None:
+    try:
+        mantissa, exponent = encode_decimal(text)
+    except DecimalCodecError:
+        return
+    assert -(2**63) <= mantissa < 2**63
+    assert -128 <= exponent <= 127
     assert to_decimal(mantissa, exponent) == Decimal(text)
 
 
