@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", type=_fault, action="append", default=[], help="fault spec")
     p.add_argument("--duration", type=_positive, help="exit after this many seconds")
     p.add_argument("--truth-log", type=Path, help="JSON lines of every emitted trade")
+    p.add_argument("--quote-log", type=Path, help="JSON lines of every bookTicker sent")
     p.add_argument("--max-send-buffer", type=_count, default=64 * 1024 * 1024, help="bytes")
     p.add_argument("--close-timeout", type=_positive, default=2.0, help="seconds")
     p.add_argument("--nested-errors", action="store_true", help='errors as {"error":{..}}')
@@ -154,6 +155,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         faults=tuple(args.fault),
         duration=args.duration,
         truth_log=args.truth_log,
+        quote_log=args.quote_log,
         max_send_buffer=args.max_send_buffer,
         close_timeout=args.close_timeout,
         nested_errors=args.nested_errors,

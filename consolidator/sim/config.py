@@ -198,6 +198,7 @@ class SimConfig:
     faults: tuple[FaultSpec, ...] = ()
     duration: float | None = None
     truth_log: Path | None = None
+    quote_log: Path | None = None
     max_send_buffer: int = 64 * 1024 * 1024
     close_timeout: float = 2.0
     nested_errors: bool = False

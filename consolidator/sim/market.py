@@ -272,18 +272,13 @@ class SyntheticMarket:
         st.events["bookTicker"] += 1
         if self._hub.has(st.s_bt):
             spec = st.spec
+            prices = (spec.price(bb), spec.qty(bbo[1]), spec.price(ba), spec.qty(bbo[3]))
             payload = payloads.book_ticker(
-                self._usdm,
-                st.update_id,
-                spec.symbol,
-                spec.price(bb),
-                spec.qty(bbo[1]),
-                spec.price(ba),
-                spec.qty(bbo[3]),
-                now_ms,
-                now_ms,
+                self._usdm, st.update_id, spec.symbol, *prices, now_ms, now_ms
             )
             st.sent["bookTicker"] += self._hub.publish(st.s_bt, payload)
+            if self._truth.quotes_enabled:
+                self._truth.quote(spec.symbol, st.update_id, prices, now_ms)
         return 1
 
     def step(self, st: SymbolState, now_ms: int) -> int:

@@ -57,7 +57,10 @@ class SimServer:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.faults = FaultManager(config.seed)
-        self.truth = TruthLog(config.truth_log if config.mode is Mode.SYNTHETIC else None)
+        synthetic = config.mode is Mode.SYNTHETIC
+        self.truth = TruthLog(
+            config.truth_log if synthetic else None, config.quote_log if synthetic else None
+        )
         self.market: SyntheticMarket | None = None
         self.replay: ReplayFeed | None = None
         feed: Feed

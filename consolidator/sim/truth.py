@@ -1,4 +1,4 @@
-"""Ground-truth trade log: one JSON object per emitted trade."""
+"""Ground-truth logs: one JSON object per emitted trade, and optionally per emitted bookTicker."""
 
 from __future__ import annotations
 
@@ -17,13 +17,48 @@ class TruthLog:
     ``side`` is the taker side (``buy``/``sell``) and ``time`` the trade time in ms.
     Lines are written when :meth:`flush` is called (once per market loop turn).
 
+    The quote log, when asked for, gets a line per bookTicker sent to subscribers:
+    ``{"symbol","update_id","bid_price","bid_qty","ask_price","ask_qty","time"}``.
+
     Args:
         path: Output file (truncated), or None for a disabled log.
+        quote_path: The quote log (truncated), or None for none.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, quote_path: Path | None = None) -> None:
         self._file: BinaryIO | None = None if path is None else path.open("wb")
+        self._quote_file: BinaryIO | None = None if quote_path is None else quote_path.open("wb")
         self._pending: list[bytes] = []
+        self._pending_quotes: list[bytes] = []
+
+    @property
+    def quotes_enabled(self) -> bool:
+        """Whether quotes are recorded."""
+        return self._quote_file is not None
+
+    def quote(
+        self,
+        symbol: str,
+        update_id: int,
+        prices: tuple[str, str, str, str],
+        t_ms: int,
+    ) -> None:
+        """Record one bookTicker: ``prices`` is (bid price, bid qty, ask price, ask qty)."""
+        bid_price, bid_qty, ask_price, ask_qty = prices
+        self._pending_quotes.append(
+            orjson.dumps(
+                {
+                    "symbol": symbol,
+                    "update_id": update_id,
+                    "bid_price": bid_price,
+                    "bid_qty": bid_qty,
+                    "ask_price": ask_price,
+                    "ask_qty": ask_qty,
+                    "time": t_ms,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+        )
 
     @property
     def enabled(self) -> bool:
@@ -51,14 +86,19 @@ class TruthLog:
 
     def flush(self) -> None:
         """Write pending lines."""
-        if self._file is not None and self._pending:
-            self._file.write(b"".join(self._pending))
-            self._file.flush()
-        self._pending.clear()
+        for file, pending in (
+            (self._file, self._pending),
+            (self._quote_file, self._pending_quotes),
+        ):
+            if file is not None and pending:
+                file.write(b"".join(pending))
+                file.flush()
+            pending.clear()
 
     def close(self) -> None:
         """Flush and close."""
         self.flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for file in (self._file, self._quote_file):
+            if file is not None:
+                file.close()
+        self._file = self._quote_file = None
