@@ -158,6 +158,9 @@ class Publisher:
         self._first_trade: Trade | None = None  # the first record of the batch, per stream
         self._first_quote: Quote | None = None
         self._first_depth: Depth | None = None
+        self.exchange_lag_ns: int | None = None
+        """Receive time minus the venue's event time of the latest trade or depth batch's first
+        record (for the status line; the histograms have the distribution)."""
         self._parse_seen: dict[str, int] = {}
         self._parse_last_event: dict[str, float] = {}
         self._unexpected: set[str] = set()
@@ -209,10 +212,13 @@ class Publisher:
         latency = self._latency
         if trade is not None:
             _observe(latency["trades"], now, trade.ts_recv, trade.ts_event)
+            self.exchange_lag_ns = trade.ts_recv - trade.ts_event
         if quote is not None:
             _observe(latency["quotes"], now, quote.ts_recv, quote.ts_event)
         if depth is not None:
             _observe(latency["depth"], now, depth.ts_recv, 0 if depth.snapshot else depth.ts_event)
+            if not depth.snapshot and depth.ts_event:
+                self.exchange_lag_ns = depth.ts_recv - depth.ts_event
 
     def _dispatch(self, outputs: Sequence[Output]) -> None:
         w = self._w

@@ -394,15 +394,17 @@ class FeedWriter:
         self._timer = asyncio.get_running_loop().call_later(HEARTBEAT_S, self._tick)
 
     def _notify_status(self, now: float) -> str:
-        """E.g. "3/3 conns up, 41k msg/s, 2 gaps, 0 resyncs"."""
+        """E.g. "3/3 conns up, 41.0k msg/s, lag 2 ms, 2 gaps, 0 resyncs"."""
         c = self.counters
         then, before = self._last_notify
         total = c.total_messages()
         self._last_notify = (now, total)
         rate = (total - before) / (now - then) if now > then else 0.0
         shown = f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
+        lag_ns = None if self._publisher is None else self._publisher.exchange_lag_ns
+        lag = "" if lag_ns is None or rate == 0 else f"lag {lag_ns / 1e6:.0f} ms, "
         return (
-            f"{c.connections['open']}/{len(self._slots)} conns up, {shown} msg/s, "
+            f"{c.connections['open']}/{len(self._slots)} conns up, {shown} msg/s, {lag}"
             f"{c.gaps} gaps, {c.resyncs} resyncs"
         )
 
