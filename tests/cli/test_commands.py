@@ -166,7 +166,7 @@ def test_an_unreadable_config_dir_is_one_line_exit_2(tmp_path: Path, command: st
     assert f"{config}/consolidator.toml: permission denied" in result.stderr
 
 
-@pytest.mark.parametrize("stream", ["trades", "quotes", "events"])
+@pytest.mark.parametrize("stream", ["trades", "quotes"])
 def test_mdtail_n_counts_the_records_of_the_chosen_symbol(
     feed_env: dict[str, str], stream: str
 ) -> None:
@@ -178,7 +178,7 @@ def test_mdtail_n_counts_the_records_of_the_chosen_symbol(
     last = objs[-1]["symbol"]
     for symbol in ("BTCUSDT", "PEPEUSDT"):
         mine = [o for o in objs if o.get("symbol") == symbol]
-        if stream != "events" and symbol != last:
+        if symbol != last:
             assert mine, "the feed has some records of each symbol"
             assert mine[-1]["seq"] < objs[-1]["seq"], "and others after them"
         for n in (1, 3, len(mine) + 5):

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.feed.helpers import wait_until
+from tests.feed.helpers import Feed, wait_until
 from tests.pipeline import pipeline, tails
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,28 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _mdtail(feed: Feed, *args: str) -> list[dict[str, Any]]:
+    shown = subprocess.run(
+        [str(BIN / "mdtail"), feed.name, "--config-dir", str(feed.root), "--no-follow",
+         "--format", "json", *args],
+        capture_output=True, text=True, timeout=120, check=False, env=os.environ,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return [json.loads(line) for line in shown.stdout.splitlines()]
+
+
+def _last_n_of_a_symbol_in_a_variable_stream(feed: Feed) -> None:
+    """``-n N --symbol S`` on depth (decoded record by record, unlike trades and quotes): the last
+    N records of S even when other symbols' records come after them."""
+    depth = _mdtail(feed, "--stream", "depth")
+    symbol = next(d["symbol"] for d in reversed(depth) if d["symbol"] != depth[-1]["symbol"])
+    mine = [d for d in depth if d["symbol"] == symbol]
+    assert mine[-1]["seq"] < depth[-1]["seq"]
+    for n in (1, 3):
+        got = _mdtail(feed, "--stream", "depth", "--symbol", symbol, "-n", str(n))
+        assert got == mine[-n:], (symbol, n)
+
+
 def test_every_trade_and_quote_is_the_one_the_simulator_sent(tmp_path: Path) -> None:
     trade_log, quote_log = tmp_path / "trades.jsonl", tmp_path / "quotes.jsonl"
     with pipeline(tmp_path, "--symbols", "3", "--rate", "300", "--truth-log", str(trade_log),
@@ -34,14 +57,9 @@ def test_every_trade_and_quote_is_the_one_the_simulator_sent(tmp_path: Path) -> 
         wait_until(lambda: tails(p.feed)["trades"] > 150, 60, "trades")
         p.sim.control(action="pause")  # the simulator sends what it has made, then stops
         time.sleep(1.5)
-        shown = subprocess.run(
-            [str(BIN / "mdtail"), p.feed.name, "--config-dir", str(p.feed.root), "--no-follow",
-             "--format", "json", "--stream", "trades", "--stream", "quotes"],
-            capture_output=True, text=True, timeout=120, check=False, env=os.environ,
-        )  # fmt: skip
+        objs = _mdtail(p.feed, "--stream", "trades", "--stream", "quotes")
+        _last_n_of_a_symbol_in_a_variable_stream(p.feed)
         venue = "binance"
-    assert shown.returncode == 0, shown.stderr
-    objs = [json.loads(line) for line in shown.stdout.splitlines()]
     trades = [o for o in objs if o["type"] == "trade"]
     quotes = [o for o in objs if o["type"] == "quote"]
 
