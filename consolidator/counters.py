@@ -75,7 +75,6 @@ import enum
 import logging
 import mmap
 import os
-import stat
 import struct
 import time
 from collections.abc import Iterator, MutableMapping, Sequence
@@ -85,6 +84,7 @@ from typing import Final
 
 from consolidator.errors import ConsolidatorError
 from consolidator.ring.registry import process_start_ticks
+from consolidator.shmfile import map_readonly
 
 __all__ = [
     "COUNTERS_VERSION",
@@ -510,21 +510,13 @@ def read_counters(shm_dir: Path, feed: str, service: str = "writer") -> Counters
 def read_counters_file(path: Path) -> CountersSnapshot | None:
     """A counters file, or None if it does not exist or is not (yet) a readable counters file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted there cannot block us
+        mm = map_readonly(path, HEADER_SIZE)
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        size = st.st_size
-        if not stat.S_ISREG(st.st_mode) or size < HEADER_SIZE:
-            return None
-        mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-    except OSError:
+    if mm is None:
         return None
-    finally:
-        os.close(fd)
     with mm:
-        return _parse(path, mm, size)
+        return _parse(path, mm, len(mm))
 
 
 def _parse(path: Path, mm: mmap.mmap, size: int) -> CountersSnapshot | None:

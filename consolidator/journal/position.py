@@ -45,7 +45,6 @@ from __future__ import annotations
 import enum
 import mmap
 import os
-import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Final
 
 from consolidator.journal.segment import JournalError
+from consolidator.shmfile import map_readonly
 from consolidator.streams import STREAMS
 
 __all__ = [
@@ -255,16 +255,11 @@ def read_positions(shm_dir: Path, feed: str) -> DurablePosition | None:
     """The feed's durable positions, or None if no flusher has published any."""
     path = shm_dir / feed / FILE_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted there cannot block us
+        mm = map_readonly(path, FILE_SIZE, FILE_SIZE)
     except FileNotFoundError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != FILE_SIZE:
-            return None
-        mm = mmap.mmap(fd, FILE_SIZE, prot=mmap.PROT_READ)
-    finally:
-        os.close(fd)
+    if mm is None:
+        return None
     try:
         return _parse(mm)
     finally:

@@ -61,6 +61,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from consolidator.shmfile import map_readonly
+
 __all__ = [
     "DIR_MODE",
     "NO_POSITION",
@@ -259,17 +261,11 @@ def register_reader(shm_dir: Path, feed: str, stream: str, name: str) -> ReaderS
 
 def _read_entry(path: Path) -> ReaderInfo | None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        mm = map_readonly(path, FILE_SIZE, FILE_SIZE)
     except OSError:
         return None  # closed meanwhile, or not ours to read
-    try:
-        if os.fstat(fd).st_size < FILE_SIZE:
-            return None
-        mm = mmap.mmap(fd, FILE_SIZE, prot=mmap.PROT_READ)
-    except OSError:
+    if mm is None:
         return None
-    finally:
-        os.close(fd)
     with mm, memoryview(mm).cast("q") as w:
         if w[W_MAGIC] != MAGIC or _VERSION.unpack_from(mm, OFF_VERSION)[0] != REGISTRY_VERSION:
             return None
