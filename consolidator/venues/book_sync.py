@@ -278,20 +278,7 @@ class BookSync:
         """Take one diff; publish it, buffer it, drop it or resynchronize."""
         state = self._state
         if state is SyncState.SYNCED:
-            if self._joined:
-                verdict = self._rule.follow(self._local, diff)
-            else:
-                verdict = self._rule.join(self._local, diff)
-            if verdict == APPLY:
-                self._local = diff.last_update_id
-                self._joined = True
-                out.append(diff)
-            elif verdict == STALE:
-                out.append(_STALE_DEPTH)
-            elif verdict == GAP:
-                self._gap(diff, (diff,), out)
-            else:
-                self._resync("snapshot_unjoinable", diff.ts_event, (diff,), out)
+            self._take(diff, (diff,), out)
         elif state is SyncState.BUFFERING:
             buffer = self._buffer
             if buffer and diff.last_update_id <= buffer[-1].last_update_id:
@@ -353,17 +340,7 @@ class BookSync:
         self._overflowed = False
         self._attempts = 0
         for index, diff in enumerate(pending):
-            verdict = (
-                rule.follow(self._local, diff) if self._joined else rule.join(snapshot_id, diff)
-            )
-            if verdict == APPLY:
-                self._local = diff.last_update_id
-                self._joined = True
-                out.append(diff)
-            elif verdict == STALE:
-                out.append(_STALE_DEPTH)
-            else:
-                self._gap(diff, pending[index:], out)
+            if not self._take(diff, pending[index:], out):
                 return
 
     def on_snapshot_failed(self, out: list[Output]) -> None:
@@ -387,6 +364,28 @@ class BookSync:
         self._state = SyncState.IDLE
         self._overflowed = False
         self._attempts = 0
+
+    def _take(self, diff: Depth, rest: tuple[Depth, ...], out: list[Output]) -> bool:
+        """One diff while SYNCED: joined to the snapshot (the first) or following the book.
+
+        Returns False when it resynchronized instead; ``rest`` (this diff and any after it)
+        waits in the buffer for the next snapshot.
+        """
+        rule = self._rule
+        verdict = rule.follow(self._local, diff) if self._joined else rule.join(self._local, diff)
+        if verdict == APPLY:
+            self._local = diff.last_update_id
+            self._joined = True
+            out.append(diff)
+        elif verdict == STALE:
+            out.append(_STALE_DEPTH)
+        elif verdict == GAP:
+            self._gap(diff, rest, out)
+            return False
+        else:
+            self._resync("snapshot_unjoinable", diff.ts_event, rest, out)
+            return False
+        return True
 
     def _gap_events(self, local: int, diff: Depth, out: list[Output]) -> None:
         detail = self._rule.gap_detail(local, diff)
