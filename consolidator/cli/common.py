@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -20,6 +22,7 @@ __all__ = [
     "parser",
     "run_main",
     "setup_logging",
+    "stop_process",
 ]
 
 EXIT_FAILURE = 1
@@ -79,3 +82,24 @@ def run_main(prog: str, main: Callable[[], int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def stop_process(
+    proc: subprocess.Popen[str] | subprocess.Popen[bytes],
+    sig: int = signal.SIGTERM,
+    timeout: float = 10.0,
+) -> bool:
+    """Send ``sig`` to a child that still runs and wait up to ``timeout`` s; SIGKILL it after.
+
+    Returns False when it had to be killed (it ignored ``sig``), True otherwise.
+    """
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+    return True

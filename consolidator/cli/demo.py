@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from consolidator.cli.common import stop_process
 from consolidator.errors import ConsolidatorError
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind
@@ -40,13 +41,8 @@ def _bin(module: str) -> list[str]:
 
 
 def _stop(proc: subprocess.Popen[str] | None, sig: int = signal.SIGTERM) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if proc is not None:
+        stop_process(proc, sig)
 
 
 def _read_json_lines(args: list[str], env: dict[str, str]) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from consolidator.cli.common import stop_process
 from consolidator.payloads import Depth, Event, decode_depth, decode_event
 from consolidator.records import EventKind, RecordType
 from consolidator.ring.reader import FixedRingReader, VariableRingReader
@@ -93,13 +93,7 @@ class Sim:
         return http_json("GET", f"{self.rest_url}/sim/book?symbol={symbol}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @dataclass
@@ -161,14 +155,9 @@ class Writer:
         if self.proc.poll() is not None:
             return self.proc.returncode, 0.0
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise AssertionError(f"writer ignored SIGTERM: {self.stderr()}") from None
-        return code, time.monotonic() - started
+        if not stop_process(self.proc, timeout=timeout):
+            raise AssertionError(f"writer ignored SIGTERM: {self.stderr()}")
+        return self.proc.returncode, time.monotonic() - started
 
     def alive(self) -> bool:
         return self.proc.poll() is None

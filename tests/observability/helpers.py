@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from consolidator.cli.common import stop_process
 from tests.feed.helpers import REPO, env_without_proxy, wait_until
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -59,14 +59,8 @@ class Exporter:
         return http_get(self.url)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError(f"exporter ignored SIGTERM: {self.stderr()}") from None
+        if not stop_process(self.proc, timeout=15):
+            raise AssertionError(f"exporter ignored SIGTERM: {self.stderr()}")
         return self.proc.returncode
 
 
@@ -132,13 +126,7 @@ class Prometheus:
         return bool(active) and all(t["health"] == "up" for t in active)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
+from consolidator.cli.common import stop_process
 from consolidator.sim.config import Venue
 
 if TYPE_CHECKING:
@@ -306,13 +306,7 @@ def spawn_sim(
         assert line, proc.stderr.read() if proc.stderr else b""
         yield proc, json.loads(line)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from consolidator.cli.common import stop_process
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind
 from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
@@ -81,13 +82,7 @@ def cpu_model() -> str:
 
 
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, sig)
     if proc.stdout is not None:
         proc.stdout.close()
 
