@@ -48,16 +48,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from consolidator import __version__
-from consolidator.cli.common import global_config, parser, run_main, setup_logging
-from consolidator.cli.status import feeds
 from consolidator.config import ExporterConfig
 from consolidator.counters import CountersSnapshot, Kind, Unit, read_counters
 from consolidator.errors import ConfigError, ConsolidatorError
 from consolidator.feed.cpus import isolated_cpus
 from consolidator.journal.position import durable_lag_ns, read_positions
 from consolidator.notify import Notifier
+from consolidator.process import global_config, parser, run_main, setup_logging
 from consolidator.ring.registry import NO_POSITION, ReaderInfo, list_readers
-from consolidator.streams import feed_streams, open_stream_reader
+from consolidator.streams import feed_streams, feeds, open_stream_reader
 
 __all__ = ["HELP", "FeedCollector", "run_exporter", "serve"]
 

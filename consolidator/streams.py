@@ -26,6 +26,7 @@ __all__ = [
     "STREAMS",
     "StreamSpec",
     "feed_streams",
+    "feeds",
     "open_stream_reader",
     "open_stream_writer",
     "read_feed_meta",
@@ -134,6 +135,13 @@ def read_feed_meta(shm_dir: Path, feed: str) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable feed metadata: {exc}") from None
     return {str(k): str(v) for k, v in data.items()}
+
+
+def feeds(shm_dir: Path) -> list[str]:
+    """Feeds with rings under ``shm_dir``."""
+    if not shm_dir.is_dir():
+        return []
+    return sorted(d.name for d in shm_dir.iterdir() if d.is_dir() and (d / "feed.json").exists())
 
 
 def feed_streams(shm_dir: Path, feed: str) -> list[str]:

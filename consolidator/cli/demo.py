@@ -23,9 +23,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from consolidator.cli.common import stop_process
 from consolidator.errors import ConsolidatorError
 from consolidator.payloads import decode_event
+from consolidator.process import stop_process
 from consolidator.records import EventKind
 from consolidator.ring.reader import VariableRingReader
 from consolidator.streams import open_stream_reader

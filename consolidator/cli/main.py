@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from consolidator.cli.common import add_common, run_main
+from consolidator.process import add_common, run_main
 
 __all__ = ["main"]
 

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from consolidator.cli.common import global_config, parser, run_main
-from consolidator.cli.status import StreamStatus, feed_status, feeds
 from consolidator.errors import ConfigError
+from consolidator.process import global_config, parser, run_main
+from consolidator.status import StreamStatus, feed_status
+from consolidator.streams import feeds
 
 __all__ = ["main"]
 

@@ -21,8 +21,12 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
-from consolidator.cli.common import global_config, parser, run_main
-from consolidator.cli.sources import (
+from consolidator.errors import ConfigError
+from consolidator.process import global_config, parser, run_main
+from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object, use_color
+from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader, VarRecord
+from consolidator.ring.registry import register_reader
+from consolidator.sources import (
     HistorySource,
     RingSource,
     Source,
@@ -31,10 +35,6 @@ from consolidator.cli.sources import (
     since,
     symbol_names,
 )
-from consolidator.errors import ConfigError
-from consolidator.render import CSV_COLUMNS, Renderer, format_text, loss_object, use_color
-from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader, VarRecord
-from consolidator.ring.registry import register_reader
 from consolidator.streams import STREAMS, open_stream_reader, read_feed_meta
 
 __all__ = ["main"]

@@ -9,10 +9,10 @@ import signal
 
 import uvloop
 
-from consolidator.cli.common import EXIT_FAILURE, global_config, setup_logging
 from consolidator.config import load_feed
 from consolidator.errors import ConsolidatorError
 from consolidator.feed.writer import FeedWriter
+from consolidator.process import EXIT_FAILURE, global_config, setup_logging
 
 __all__ = ["run"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Final
 
-from consolidator.cli.common import global_config, parser, run_main, setup_logging
 from consolidator.notify import Notifier
+from consolidator.process import global_config, parser, run_main, setup_logging
 
 if TYPE_CHECKING:
     from consolidator.journal.flusher import Flusher

@@ -26,12 +26,12 @@ from types import FrameType
 
 import numpy as np
 
-from consolidator.cli.common import global_config, parser, setup_logging
 from consolidator.config import GlobalConfig, check_feed_name
 from consolidator.errors import ConfigError
 from consolidator.journal.files import journal_root, list_streams
 from consolidator.journal.history import HistoryReader, Item
 from consolidator.journal.symbols import copy_symbols, load_symbols, symbols_path
+from consolidator.process import global_config, parser, setup_logging
 from consolidator.ring.reader import Loss, VarRecord
 from consolidator.ring.writer import FixedRingWriter, RingWriter, VariableRingWriter
 from consolidator.streams import STREAMS, open_stream_writer, write_feed_meta

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from consolidator.sim.streams import ws_text_frame
+from consolidator.sim.frames import ws_text_frame
 
 __all__ = [
     "FaultKind",

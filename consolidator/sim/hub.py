@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from consolidator.sim.frames import ws_text_frame
 from consolidator.sim.session import Session
-from consolidator.sim.streams import StreamKey, ws_text_frame
+from consolidator.sim.streams import StreamKey
 
 __all__ = ["Hub"]
 

@@ -25,8 +25,9 @@ import orjson
 
 from consolidator.sim.config import SimConfig
 from consolidator.sim.faults import FaultKind, FaultManager
+from consolidator.sim.frames import ws_text_frame
 from consolidator.sim.session import Session
-from consolidator.sim.streams import StreamKey, ws_text_frame
+from consolidator.sim.streams import StreamKey
 
 __all__ = [
     "RecordedFrame",

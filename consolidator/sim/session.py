@@ -17,7 +17,8 @@ from websockets.protocol import State
 
 from consolidator.sim.config import VenueProfile
 from consolidator.sim.faults import FaultKind, FaultManager, OutFrame
-from consolidator.sim.streams import StreamKey, WsTarget, parse_stream, ws_text_frame
+from consolidator.sim.frames import ws_text_frame
+from consolidator.sim.streams import StreamKey, WsTarget, parse_stream
 
 if TYPE_CHECKING:
     from websockets.protocol import Event

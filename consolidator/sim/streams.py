@@ -14,7 +14,6 @@ __all__ = [
     "is_valid_stream",
     "parse_stream",
     "parse_ws_path",
-    "ws_text_frame",
 ]
 
 _STREAM_RE = re.compile(
@@ -54,16 +53,6 @@ def parse_stream(name: str, profile: VenueProfile) -> StreamKey:
     if kind == "depth":
         interval = profile.depth_intervals.get(option)
     return StreamKey(name, head.upper(), kind, interval)
-
-
-def ws_text_frame(payload: bytes) -> bytes:
-    """Encode ``payload`` as one unmasked, final WebSocket text frame."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 @dataclass(frozen=True, slots=True)

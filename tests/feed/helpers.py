@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from consolidator.cli.common import stop_process
 from consolidator.payloads import Depth, Event, decode_depth, decode_event
+from consolidator.process import stop_process
 from consolidator.records import EventKind, RecordType
 from consolidator.ring.reader import FixedRingReader, VariableRingReader
 from consolidator.streams import open_stream_reader, ring_path

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from consolidator.cli.common import stop_process
+from consolidator.process import stop_process
 from tests.feed.helpers import REPO, env_without_proxy, wait_until
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from consolidator.cli.common import stop_process
+from consolidator.process import stop_process
 from consolidator.sim.config import Venue
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from consolidator.sim.book import BookSide
 from consolidator.sim.config import Venue, profile_for
 from consolidator.sim.control import handle_control
 from consolidator.sim.faults import FaultKind, FaultManager, parse_fault
-from consolidator.sim.streams import is_valid_stream, parse_stream, parse_ws_path, ws_text_frame
+from consolidator.sim.frames import ws_text_frame
+from consolidator.sim.streams import is_valid_stream, parse_stream, parse_ws_path
 from consolidator.sim.symbols import build_specs, format_units, make_spec
 from consolidator.sim.weights import WeightLimiter
 

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from consolidator.cli.common import stop_process
 from consolidator.payloads import decode_event
+from consolidator.process import stop_process
 from consolidator.records import EventKind
 from consolidator.ring.reader import FixedRingReader, RingReader, VariableRingReader
 from consolidator.ring.registry import ReaderSlot, list_readers, register_reader

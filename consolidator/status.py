@@ -32,7 +32,6 @@ __all__ = [
     "StreamStatus",
     "counted_events",
     "feed_status",
-    "feeds",
     "tally_events",
 ]
 
@@ -108,13 +107,6 @@ class StreamStatus:
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
         return asdict(self)
-
-
-def feeds(shm_dir: Path) -> list[str]:
-    """Feeds with rings under ``shm_dir``."""
-    if not shm_dir.is_dir():
-        return []
-    return sorted(d.name for d in shm_dir.iterdir() if d.is_dir() and (d / "feed.json").exists())
 
 
 def _commit_time(reader: RingReader, seq: int) -> int | None:

@@ -1,4 +1,9 @@
-"""What every command shares: --version/--config-dir, and errors as one line with an exit code."""
+"""The process shell every command and service shares: --version/--config-dir, logging, one-line
+errors with the documented exit codes, and stopping a child process.
+
+It sits below every entry point (the writer, the flusher, the exporter, the commands in `cli/`),
+so nothing outside `cli/` needs to import a command front-end.
+"""
 
 from __future__ import annotations
 
