@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import orjson
 
-from consolidator.sim.config import DEFAULT_REPLAY_DIR, Mode, SimConfig, Venue
+from consolidator.sim.config import Mode, SimConfig, Venue
 from consolidator.sim.faults import FaultSpec, parse_fault
 from consolidator.sim.server import SimServer
 
@@ -86,8 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=0, help="WebSocket port (0 = ephemeral)")
     p.add_argument("--rest-port", type=_port, help="REST port (default: port+1, or ephemeral)")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SYNTHETIC.value)
-    p.add_argument("--replay-dir", type=Path, default=DEFAULT_REPLAY_DIR)
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        help="synthetic (default), or replay (with --replay DIR)",
+    )
+    p.add_argument(
+        "--replay",
+        metavar="DIR",
+        type=Path,
+        help="replay the recorded traffic in DIR (e.g. tests/data/recorded)",
+    )
     p.add_argument("--replay-prefix", help="recorded file prefix (BINANCE, BINANCE_FUTURES...)")
     p.add_argument("--speed", type=_speed, default=1.0, help="recorded | max | factor")
     p.add_argument("--symbols", default="8", help="count, or comma-separated symbol list")
@@ -127,16 +136,22 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
         if not symbols:
             raise ValueError("--symbols is empty")
-    mode = Mode(args.mode)
-    if mode is Mode.REPLAY and not args.replay_dir.is_dir():
-        raise ValueError(f"--replay-dir {args.replay_dir} is not a directory")
+    mode = Mode(args.mode) if args.mode else Mode.SYNTHETIC
+    if args.replay is not None:
+        if args.mode and mode is not Mode.REPLAY:
+            raise ValueError(f"--replay DIR contradicts --mode {mode.value}")
+        mode = Mode.REPLAY
+        if not args.replay.is_dir():
+            raise ValueError(f"--replay {args.replay}: not a directory")
+    elif mode is Mode.REPLAY:
+        raise ValueError("--mode replay needs --replay DIR (the recordings' directory)")
     return SimConfig(
         venue=Venue(args.venue),
         host=args.host,
         port=args.port,
         rest_port=args.rest_port,
         mode=mode,
-        replay_dir=args.replay_dir,
+        replay_dir=args.replay,
         replay_prefix=args.replay_prefix,
         speed=args.speed,
         symbols=symbols,

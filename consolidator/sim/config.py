@@ -15,16 +15,12 @@ if TYPE_CHECKING:
     from consolidator.sim.faults import FaultSpec
 
 __all__ = [
-    "DEFAULT_REPLAY_DIR",
     "Mode",
     "SimConfig",
     "Venue",
     "VenueProfile",
     "profile_for",
 ]
-
-# The recorded traffic sits in ``shared/`` beside a source checkout (see the repository README).
-DEFAULT_REPLAY_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
 
 
 class Venue(StrEnum):
@@ -179,7 +175,7 @@ class SimConfig:
     port: int = 0
     rest_port: int | None = None
     mode: Mode = Mode.SYNTHETIC
-    replay_dir: Path = DEFAULT_REPLAY_DIR
+    replay_dir: Path | None = None
     replay_prefix: str | None = None
     speed: float = 1.0
     symbols: tuple[str, ...] = ()

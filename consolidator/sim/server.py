@@ -69,6 +69,8 @@ class SimServer:
             self.market = SyntheticMarket(config, hub, self.faults, self.truth)
             feed = hub
         else:
+            if config.replay_dir is None:
+                raise ValueError("replay mode needs the recordings' directory (--replay DIR)")
             recording = load_recording(config.replay_dir, config.eff_replay_prefix)
             self.replay = ReplayFeed(recording, config, self.faults)
             feed = self.replay

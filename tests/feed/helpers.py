@@ -27,7 +27,6 @@ from consolidator.streams import open_stream_reader, ring_path
 from consolidator.symbols import SymbolTableReader
 
 REPO = Path(__file__).resolve().parents[2]
-RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

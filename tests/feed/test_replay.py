@@ -12,7 +12,8 @@ import pytest
 from consolidator.payloads import decode_raw
 from consolidator.records import EventKind, Side, TradeFlag, decode_decimal
 
-from .helpers import RECORDED, Rings, running, wait_until
+from ..recorded import RECORDED
+from .helpers import Rings, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ def test_recorded_session_lands_exactly_once(tmp_path: Path, venue: str, prefix:
             else m["data"]["u"] > snapshot_ids[m["data"]["s"]]
         )
     ]
-    sim_args = ["--venue", venue, "--mode", "replay", "--speed", "max"]
+    sim_args = ["--venue", venue, "--replay", str(RECORDED), "--speed", "max"]
     feed_keys: dict[str, Any] = {"venue": venue, "symbols": symbols, "trade_stream": "aggTrade"}
     with running(tmp_path, sim_args, **feed_keys) as (_, feed, writer):
         rings = Rings(feed)

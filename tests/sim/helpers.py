@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from consolidator.sim.server import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
-RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
 
 
 def run(coro: Awaitable[Any], timeout: float = 30.0) -> Any:

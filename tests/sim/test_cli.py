@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from .helpers import RECORDED, REPO, RawWs, get_json, run, spawn_sim, unwrap
+from ..recorded import RECORDED
+from .helpers import REPO, RawWs, get_json, run, spawn_sim, unwrap
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +62,10 @@ def test_first_line_and_clean_signal_exit(sig: signal.Signals, tmp_path: Path) -
         ["--fault", "explode"],
         ["--rate", "-5"],
         ["--symbols", "btc-usdt"],
-        ["--mode", "replay", "--replay-dir", "/nonexistent/dir"],
-        ["--mode", "replay", "--replay-dir", "/tmp", "--replay-prefix", "NOPE"],
+        ["--replay", "/nonexistent/dir"],
+        ["--replay", "/tmp", "--replay-prefix", "NOPE"],
+        ["--mode", "replay"],
+        ["--mode", "synthetic", "--replay", "/tmp"],
         ["--port", "70000"],
     ],
 )
@@ -105,9 +108,11 @@ def test_rest_keep_alive_with_stdlib_client() -> None:
             conn.close()
 
 
-@pytest.mark.skipif(not RECORDED.is_dir(), reason="recorded data not available")
 def test_replay_subprocess_usdm() -> None:
-    with spawn_sim("--venue", "binance-usdm", "--mode", "replay", "--speed", "max") as (_, info):
+    with spawn_sim("--venue", "binance-usdm", "--replay", str(RECORDED), "--speed", "max") as (
+        _,
+        info,
+    ):
         assert (info["venue"], info["mode"]) == ("binance-usdm", "replay")
         assert info["symbols"] == ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
 

@@ -13,9 +13,8 @@ from websockets.asyncio.client import connect
 from consolidator.sim.config import Mode, SimConfig, Venue
 from consolidator.sim.server import running_sim
 
-from .helpers import RECORDED, RefBook, get_json, http, run, unwrap
-
-pytestmark = pytest.mark.skipif(not RECORDED.is_dir(), reason="recorded data not available")
+from ..recorded import RECORDED
+from .helpers import RefBook, get_json, http, run, unwrap
 
 
 def _recorded(prefix: str) -> tuple[list[str], list[tuple[float, str, bytes]]]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
-import pytest
 
 from consolidator.payloads import Depth, Event
 from consolidator.records import decode_decimal
@@ -16,7 +14,8 @@ from consolidator.sim.replay import read_http_file, read_ws_file, stream_symbols
 from consolidator.venues.base import Dropped, Output, ParseError
 from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
 
-RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
+from ..recorded import RECORDED
+
 E_MS = 1_600_000_000_000
 
 
@@ -41,10 +40,8 @@ class Recording:
 
 
 def load_recording(name: str) -> Recording:
-    """Read ``NAME.ws.1.0`` and ``NAME.http.0.0`` (skips the test if the data is absent)."""
+    """Read ``NAME.ws.1.0`` and ``NAME.http.0.0`` from ``tests/data/recorded``."""
     ws = RECORDED / f"{name}.ws.1.0"
-    if not ws.exists():
-        pytest.skip(f"recorded data not available: {ws}")
     url, frames = read_ws_file(ws)
     snapshots = [
         (recv, url_.split("symbol=", 1)[1].split("&", 1)[0], body)

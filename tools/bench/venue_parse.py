@@ -1,6 +1,6 @@
 """Micro-benchmark: Binance frame parsing (`BinanceProtocol.on_frame`) against bare `orjson.loads`.
 
-Method: the recorded spot and USD-M combined-stream files (``../shared/data/recorded`` or
+Method: the recorded spot and USD-M combined-stream files (``tests/data/recorded`` or
 ``--data DIR``) are fed once, with their snapshots at their receive times, so every book is synced.
 Then the frames are repeated with every id shifted past the previous copy (trade ids, bookTicker
 and depth update ids, ``pu``), so the replay takes the live path: each trade, quote and diff is
@@ -29,7 +29,7 @@ from consolidator.sim.replay import read_http_file, read_ws_file, stream_symbols
 from consolidator.venues.base import clear_decimal_memo
 from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "recorded"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "recorded"
 Recording = tuple[list[str], list[tuple[int, bytes]], list[tuple[int, str, bytes]]]
 
 
