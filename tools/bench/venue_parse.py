@@ -1,12 +1,12 @@
 """Micro-benchmark: Binance frame parsing (`BinanceProtocol.on_frame`) against bare `orjson.loads`.
 
-Method: the recorded spot and USD-M combined-stream files (``../shared/data/recorded`` or
-``--data DIR``) are fed once, with their snapshots at their receive times, so every book is synced.
-Then the frames are repeated with every id shifted past the previous copy (trade ids, bookTicker
-and depth update ids, ``pu``), so the replay takes the live path: each trade, quote and diff is
-parsed, checked for duplicates and continuity, and published. The baseline is ``orjson.loads``
-over the same frames in the same run; ``ratio`` = protocol time / baseline time. Best of
-``--repeat`` runs.
+Method: the recorded spot and USD-M combined-stream files (``shared/data/recorded`` beside the
+repository directory, or ``--data DIR``) are fed once, with their snapshots at their receive times,
+so every book is synced. Then the frames are repeated with every id shifted past the previous copy
+(trade ids, bookTicker and depth update ids, ``pu``), so the replay takes the live path: each trade,
+quote and diff is parsed, checked for duplicates and continuity, and published. The baseline is
+``orjson.loads`` over the same frames in the same run; ``ratio`` = protocol time / baseline time.
+Best of ``--repeat`` runs.
 
 Decimals: ``memo`` is the normal mode (prices and sizes are memoized, and a replay repeats them,
 so this is the best case); ``cold`` empties the memo before every frame (the worst case; the
