@@ -24,6 +24,16 @@ Measures, in one run on this machine:
    on the others), as deployed. ``--readers-only`` runs just this.
 
 The message mix is reported as measured (depth / quotes / trades share of published records).
+
+Sizes: ``--symbols`` symbols (300); 15 s per measurement (5 s with ``--quick``). In section 1 the
+simulator first runs at 2,000 events/s until every book has its snapshot (BOOK_SYNCED for all
+symbols), then is switched to full rate; the bare loop runs against a fresh simulator at full rate
+once before and once after the writer, and the mean of the two is the floor. Section 3 samples
+private RSS (RssAnon + RssFile) every 10 s for ``--soak`` seconds (60; 20 with ``--quick``); the
+ring mappings (RssShmem, a fixed size) are reported apart. ``--profile`` needs ``py-spy`` (on PATH
+or in the virtualenv) and records 20 s at 250 Hz. The PASS/FAIL verdicts printed are the M1-2
+targets (writer / bare loop >= 0.8; at 10 k/s p99 <= 50 us and max <= 2 ms; RSS <= 150 MB and
+flat); M2-1 replaces the first two (see BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -53,6 +53,12 @@ code. In a full run, each latency run (floor probe included) is preceded by a wa
 for other processes to use less than 0.2 cores, and a run during which they used more is
 "disturbed" and repeated once, keeping the least disturbed run whatever its latencies (``--quick``
 does neither). A disturbed row says so next to its PASS/FAIL.
+
+Sizes of a full run (``make bench`` runs one): best of 5 passes; ``publish()`` x2,000,000,
+``publish_batch`` 4,194,304 records per batch size, variable ``publish()`` x500,000; latency over
+200,000 records at 100k/s and 50,000 at 10k/s, after 20,000 / 5,000 warm-up records. It takes
+about 1.5-2.5 minutes, waits for a quiet machine included. ``--quick`` (best of 2, an eighth to a
+tenth of the records, no quiet waits, under 20 s) is a smoke run: its tails are too short to judge.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ duration and size.
 ``--pin`` runs the deployment layout: the writer alone on the last CPU (as ``cpu = N`` in its feed
 file does), the simulator, the exporter and the scraping client on the other CPUs. Without it
 every process may run anywhere, so a scrape also competes with the writer for a core.
+
+Sizes: phases of 15 s (5 s with ``--quick``), ``--rounds`` 2, ``--symbols`` 300; books are synced
+before the first phase.
 """
 
 from __future__ import annotations
