@@ -84,7 +84,7 @@ from typing import Final
 
 from consolidator.errors import ConsolidatorError
 from consolidator.ring.registry import process_start_ticks
-from consolidator.shmfile import map_readonly
+from consolidator.shmfile import create_mapped, map_readonly
 
 __all__ = [
     "COUNTERS_VERSION",
@@ -263,16 +263,7 @@ class CountersFile:
             w[W_HEARTBEAT] = now
 
     def _create(self, path: Path, size: int, service: str, feed: str) -> mmap.mmap:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        except OSError as exc:
-            raise CountersError(f"cannot create {path}: {exc.strerror}") from None
-        try:
-            os.fchmod(fd, FILE_MODE)
-            os.posix_fallocate(fd, 0, size)  # a full /dev/shm is an error here, not a SIGBUS
-            mm = mmap.mmap(fd, size)
+        def fill(_fd: int, mm: mmap.mmap) -> None:
             _STATIC.pack_into(
                 mm, 8, COUNTERS_VERSION, HEADER_SIZE, DESCRIPTOR_SIZE, self.capacity,
                 self.value_words,
@@ -280,12 +271,13 @@ class CountersFile:
             self._init_header(mm, service, feed)
             with memoryview(mm).cast("q") as w:
                 w[W_MAGIC] = MAGIC
-            os.rename(tmp, path)
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, mm = create_mapped(path, size, fill, mode=FILE_MODE)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise CountersError(f"cannot create {path}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
+        os.close(fd)
         return mm
 
     # -- allocation (rare: first use of a metric and label set) --------------------------------

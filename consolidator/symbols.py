@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from consolidator.errors import SymbolTableError
+from consolidator.shmfile import create_mapped
 
 __all__ = ["SymbolTable", "SymbolTableReader"]
 
@@ -90,23 +91,17 @@ class SymbolTable:
     @staticmethod
     def _create(path: Path, capacity: int) -> None:
         size = HEADER_SIZE + capacity * ENTRY_SIZE
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+
+        def fill(_fd: int, mm: mmap.mmap) -> None:
+            _HEAD.pack_into(mm, 0, 0, VERSION, ENTRY_SIZE, capacity)
+            _U64.pack_into(mm, 0, MAGIC)
+
         try:
-            os.fchmod(fd, 0o640)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:
-                raise SymbolTableError(f"{path}: cannot allocate {size} bytes: {exc}") from None
-            with mmap.mmap(fd, size) as mm:
-                _HEAD.pack_into(mm, 0, 0, VERSION, ENTRY_SIZE, capacity)
-                _U64.pack_into(mm, 0, MAGIC)
-            os.rename(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            os.close(fd)
+            fd, mm = create_mapped(path, size, fill)
+        except OSError as exc:
+            raise SymbolTableError(f"{path}: cannot create ({size} bytes): {exc}") from None
+        mm.close()
+        os.close(fd)
 
     def __len__(self) -> int:
         return len(self._names)

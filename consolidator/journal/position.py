@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Final
 
 from consolidator.journal.segment import JournalError
-from consolidator.shmfile import map_readonly
+from consolidator.shmfile import create_mapped, map_readonly
 from consolidator.streams import STREAMS
 
 __all__ = [
@@ -205,20 +205,13 @@ class PositionFile:
                 mm.close()
             os.close(fd)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.fchmod(fd, 0o640)
-            os.posix_fallocate(fd, 0, FILE_SIZE)
-            mm = mmap.mmap(fd, FILE_SIZE)
+
+        def fill(_fd: int, mm: mmap.mmap) -> None:
             _HEAD.pack_into(mm, 0, 0, POSITION_VERSION, len(STREAMS), SLOT_SIZE)
             with memoryview(mm).cast("Q") as w:
                 w[W_MAGIC] = MAGIC
-            os.rename(tmp, path)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
+
+        fd, mm = create_mapped(path, FILE_SIZE, fill)
         return fd, mm
 
     def heartbeat(self, now_ns: int) -> None:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from consolidator.shmfile import map_readonly
+from consolidator.shmfile import create_mapped, map_readonly
 
 __all__ = [
     "DIR_MODE",
@@ -224,38 +224,25 @@ def register_reader(shm_dir: Path, feed: str, stream: str, name: str) -> ReaderS
     prune_readers(shm_dir, feed)
     pid = os.getpid()
     final = directory / f"{stream}.{pid}.{secrets.token_hex(4)}"
-    tmp = directory / f".{final.name}.tmp"
+
+    def fill(_fd: int, mm: mmap.mmap) -> None:
+        now = time.time_ns()
+        _VERSION.pack_into(mm, OFF_VERSION, REGISTRY_VERSION)
+        _TEXT.pack_into(mm, OFF_TEXT, _text(stream, STREAM_BYTES), _text(name, NAME_BYTES))
+        with memoryview(mm).cast("q") as w:
+            w[W_PID] = pid
+            w[W_PID_START] = process_start_ticks(pid) or 0
+            w[W_REGISTERED] = now
+            w[W_POSITION] = NO_POSITION
+            w[W_HEARTBEAT] = now
+            w[W_MAGIC] = MAGIC
+
     try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd, mm = create_mapped(final, FILE_SIZE, fill, mode=FILE_MODE)
     except OSError as exc:
-        log.debug("cannot register in %s: %s", directory, exc.strerror)
-        return None
-    try:
-        os.posix_fallocate(fd, 0, FILE_SIZE)  # a full /dev/shm is an error here, not a SIGBUS
-        mm = mmap.mmap(fd, FILE_SIZE)
-    except OSError as exc:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
         log.debug("cannot register in %s: %s", directory, exc.strerror)
         return None
     os.close(fd)
-    now = time.time_ns()
-    _VERSION.pack_into(mm, OFF_VERSION, REGISTRY_VERSION)
-    _TEXT.pack_into(mm, OFF_TEXT, _text(stream, STREAM_BYTES), _text(name, NAME_BYTES))
-    with memoryview(mm).cast("q") as w:
-        w[W_PID] = pid
-        w[W_PID_START] = process_start_ticks(pid) or 0
-        w[W_REGISTERED] = now
-        w[W_POSITION] = NO_POSITION
-        w[W_HEARTBEAT] = now
-        w[W_MAGIC] = MAGIC
-    try:
-        tmp.rename(final)
-    except OSError as exc:
-        mm.close()
-        tmp.unlink(missing_ok=True)
-        log.debug("cannot register in %s: %s", directory, exc.strerror)
-        return None
     return ReaderSlot(final, mm)
 
 

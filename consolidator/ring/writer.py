@@ -48,6 +48,7 @@ from consolidator.ring.layout import (
     read_layout,
     words,
 )
+from consolidator.shmfile import create_mapped
 
 __all__ = ["FixedRingWriter", "RingWriter", "VariableRingWriter"]
 
@@ -156,34 +157,26 @@ class RingWriter:
 
     def _create(self, first_seq: int, replacing: mmap.mmap | None) -> tuple[int, mmap.mmap]:
         layout = self.layout
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        except OSError as exc:
-            raise RingError(f"cannot create ring {self.path}: {exc.strerror}") from None
-        try:
-            os.fchmod(fd, FILE_MODE)
-            try:
-                os.posix_fallocate(fd, 0, layout.file_size)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise RingFullError(
-                        f"cannot create ring {self.path}: no space for {layout.file_size} bytes "
-                        f"in {self.path.parent} ({exc.strerror})"
-                    ) from None
-                raise RingError(f"cannot allocate ring {self.path}: {exc.strerror}") from None
+
+        def fill(fd: int, mm: mmap.mmap) -> None:
             self._lock(fd)
-            mm = mmap.mmap(fd, layout.file_size, flags=_MAP_FLAGS)
             pack_static(mm, layout, self._clock(), first_seq)
             with words(mm) as w:
                 w[W_TAIL_INTENT] = first_seq
                 w[W_TAIL] = first_seq
                 w[W_MAGIC] = MAGIC
-            os.rename(tmp, self.path)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
+
+        try:
+            fd, mm = create_mapped(
+                self.path, layout.file_size, fill, mode=FILE_MODE, map_flags=_MAP_FLAGS
+            )
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise RingFullError(
+                    f"cannot create ring {self.path}: no space for {layout.file_size} bytes "
+                    f"in {self.path.parent} ({exc.strerror})"
+                ) from None
+            raise RingError(f"cannot create ring {self.path}: {exc.strerror}") from None
         if replacing is not None:
             with words(replacing) as w:
                 w[W_WRITER_STATE] = WriterState.SUPERSEDED
