@@ -21,6 +21,7 @@ from consolidator.errors import ConfigError
 __all__ = [
     "CHANNELS",
     "DEFAULT_CONFIG_DIR",
+    "DEPTH_SPEEDS",
     "VENUES",
     "ExporterConfig",
     "FeedConfig",
@@ -40,6 +41,12 @@ VENUES: Final[dict[str, tuple[str, str]]] = {
     "deribit": ("wss://www.deribit.com/ws/api/v2", "https://www.deribit.com"),
 }
 TRADE_STREAMS: Final = ("trade", "aggTrade")
+DEPTH_SPEEDS: Final[dict[str, tuple[str, ...]]] = {
+    "binance": ("100ms", "1000ms"),
+    "binance-usdm": ("0ms", "100ms", "250ms", "500ms"),
+}
+"""The ``depth_speed`` values of each Binance venue (PROTOCOLS.md 1.3.4, 2.2.4); "100ms" is
+the default on both."""
 FEED_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
@@ -84,7 +91,9 @@ class FeedConfig:
 
     Beyond the fixed keys (venue, symbols, channels, raw, ws_url, rest_url) a feed may set:
     ``ring_scale`` (power of two multiplying default ring sizes), ``snapshot_limit`` (REST depth
-    levels), ``compression`` (websocket permessage-deflate), ``rotate_after_s`` (make-before-break
+    levels), ``depth_speed`` (Binance diff-depth interval, `DEPTH_SPEEDS`; default ``"100ms"``),
+    ``compression`` (only ``false``: the writer's transport has no permessage-deflate),
+    ``rotate_after_s`` (make-before-break
     rotation ahead of the venue's 24 h cut), ``rediscover_s`` (re-read the instrument list when
     ``symbols = "all"``), ``stale_after_s`` (no data for this long: reconnect), ``cpu`` (the core to
     pin the writer to), ``trade_stream`` (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"``
@@ -101,7 +110,7 @@ class FeedConfig:
     rest_url: str = ""
     ring_scale: int = 1
     snapshot_limit: int = 1000
-    compression: bool = False
+    depth_speed: str = "100ms"
     rotate_after_s: float = 23.5 * 3600
     rediscover_s: float = 3600.0
     stale_after_s: float = 30.0
@@ -284,6 +293,20 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
             f"{path}: trade_stream: expected one of {', '.join(TRADE_STREAMS)}, "
             f"got {trade_stream!r}"
         )
+    if t.get("compression", bool, False):
+        raise ConfigError(
+            f"{path}: compression: permessage-deflate is not supported (the writer's transport "
+            "has none); remove the key"
+        )
+    depth_speed = t.get("depth_speed", str, "100ms")
+    speeds = DEPTH_SPEEDS.get(venue)
+    if speeds is None and "depth_speed" in t.data:
+        raise ConfigError(f"{path}: depth_speed: not a setting of venue {venue!r}")
+    if speeds is not None and depth_speed not in speeds:
+        raise ConfigError(
+            f"{path}: depth_speed: expected one of {', '.join(speeds)} for {venue}, "
+            f"got {depth_speed!r}"
+        )
     result = FeedConfig(
         name=feed,
         path=path,
@@ -295,7 +318,7 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
         rest_url=rest_url.rstrip("/"),
         ring_scale=ring_scale,
         snapshot_limit=t.positive("snapshot_limit", 1000),
-        compression=t.get("compression", bool, False),
+        depth_speed=depth_speed,
         rotate_after_s=t.positive("rotate_after_s", 23.5 * 3600),
         rediscover_s=t.positive("rediscover_s", 3600.0),
         stale_after_s=t.positive("stale_after_s", 30.0),

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     config = global_config(args)
     feed = load_feed(config, args.feed)
     setup_logging()
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("picows").setLevel(logging.WARNING)  # it logs every connect at INFO
     return int(uvloop.run(_serve(FeedWriter(config, feed))))
 
 

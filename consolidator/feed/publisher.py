@@ -296,6 +296,10 @@ class Publisher:
             if count and now - self._parse_last_event.get(kind, 0.0) >= PARSE_EVENT_INTERVAL_S:
                 self._parse_event(kind, count, None, b"")
 
+    def sink_failed(self, exc: Exception) -> None:
+        """`on_message` or `end_batch` raised (a bug): counted, logged once, the feed goes on."""
+        self._internal_error("message sink", exc)
+
     def _publish_event(self, event: Event) -> None:
         self._events.publish(_EVENT_T, encode_event(event))
         self._w[self._n_events] += 1

@@ -50,7 +50,7 @@ from consolidator.venues.base import (
     SendFrame,
     VenueUsageError,
 )
-from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market
+from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market, depth_stream
 
 __all__ = ["CLOSE_TIMEOUT_S", "HEARTBEAT_S", "STATUS_S", "FeedWriter", "market_of"]
 
@@ -84,7 +84,11 @@ def market_of(feed: FeedConfig) -> Market:
 
 def _limits(feed: FeedConfig, market: Market) -> BinanceLimits:
     try:
-        limits = BinanceLimits.for_market(market, feed.snapshot_limit)
+        depth_stream(market, feed.depth_speed)  # config.py checked it against DEPTH_SPEEDS
+    except VenueUsageError as exc:
+        raise ConfigError(f"{feed.path}: depth_speed: {exc}") from None
+    try:
+        limits = BinanceLimits.for_market(market, feed.snapshot_limit, feed.depth_speed)
     except VenueUsageError as exc:
         raise ConfigError(f"{feed.path}: snapshot_limit: {exc}") from None
     if feed.trade_stream is not None:
@@ -484,9 +488,9 @@ class FeedWriter:
             self.feed.ws_url,
             self._publisher.on_message,
             self._protocol.new_pacer(),
-            compression=self.feed.compression,
             max_size=self.limits.max_frame_bytes * 16,
             batch_done=self._publisher.end_batch,
+            on_sink_error=self._publisher.sink_failed,
         )
         self._conns[plan.conn_id] = conn
         return conn

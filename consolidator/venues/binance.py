@@ -5,8 +5,9 @@ received frames into records and requests, and sequences each symbol's order boo
 `consolidator.venues.book_sync` (spot: `UpdateIdRule`, USD-M: `FuturesRule`).
 
 Streams: trades ``<sym>@trade`` (spot) or ``<sym>@aggTrade`` (USD-M; flagged AGGREGATED; either
-market may use either), quotes ``<sym>@bookTicker``, depth ``<sym>@depth@100ms``. USD-M carries
-depth and bookTicker on ``/public``, aggTrade on ``/market`` (PROTOCOLS.md 2.1).
+market may use either), quotes ``<sym>@bookTicker``, depth ``<sym>@depth@100ms`` (``depth_speed``
+picks another interval of `DEPTH_STREAMS`). USD-M carries depth and bookTicker on ``/public``,
+aggTrade on ``/market`` (PROTOCOLS.md 2.1).
 
 Frames are routed by the combined-stream wrapper's ``stream`` name (the payload's ``s`` is not
 read). A frame of a stream not carried (``kline_1m`` in the recordings, a stream just unsubscribed)
@@ -50,12 +51,14 @@ from consolidator.venues.book_sync import BookSync, FuturesRule, SyncState, Upda
 
 __all__ = [
     "CHANNELS",
+    "DEPTH_STREAMS",
     "SPOT_LIMITS",
     "USDM_LIMITS",
     "BinanceLimits",
     "BinanceProtocol",
     "Market",
     "depth_snapshot_weight",
+    "depth_stream",
 ]
 
 Market = Literal["spot", "usdm"]
@@ -74,9 +77,34 @@ _RETIRED: Final = Dropped("retired_connection", 1)
 MAX_HELD: Final = 10_000
 """Records held per stream from a replacement connection before it takes over regardless."""
 _USDM_WEIGHTS: Final = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+DEPTH_STREAMS: Final[dict[Market, dict[str, str]]] = {
+    "spot": {"100ms": "@depth@100ms", "1000ms": "@depth"},
+    "usdm": {
+        "0ms": "@depth@0ms",
+        "100ms": "@depth@100ms",
+        "250ms": "@depth",
+        "500ms": "@depth@500ms",
+    },
+}
+"""Diff-depth stream suffix by update interval (PROTOCOLS.md 1.3.4, 2.2.4): each market's plain
+``@depth`` is its default interval (spot 1000 ms, USD-M 250 ms); USD-M ``@depth@0ms`` is
+undocumented but used (real time)."""
 _Json = dict[str, object]
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
+
+
+def depth_stream(market: Market, speed: str) -> str:
+    """The diff-depth stream suffix of ``market`` at interval ``speed`` ("@depth@100ms").
+
+    Raises:
+        VenueUsageError: an interval the market does not offer.
+    """
+    suffix = DEPTH_STREAMS.get(market, {}).get(speed)
+    if suffix is None:
+        offered = ", ".join(DEPTH_STREAMS.get(market, {}))
+        raise VenueUsageError(f"no {market} diff-depth stream at {speed!r} ({offered})")
+    return suffix
 
 
 def depth_snapshot_weight(market: Market, limit: int) -> int:
@@ -103,7 +131,7 @@ class BinanceLimits:
         snapshot_limit: REST depth levels: 1000 (spot allows up to 5000, at weight 250).
         snapshot_weight: the request weight of one snapshot: spot 50, USD-M 20 at 1000 levels.
         rest_weight_per_minute: REQUEST_WEIGHT budget per IP: spot 6000 (1.4), USD-M 2400 (2.3).
-        depth_speed: diff-depth update speed suffix ("100ms"); "" for the stream's default.
+        depth_speed: diff-depth update interval, a key of `DEPTH_STREAMS` for the market.
         trade_stream: "trade" (raw trades) or "aggTrade" (aggregate trades).
         max_params_per_frame: streams per SUBSCRIBE/UNSUBSCRIBE frame.
         max_buffered_diffs: diffs held per symbol while its snapshot is awaited.
@@ -121,12 +149,23 @@ class BinanceLimits:
     max_buffered_diffs: int = 1000
 
     @classmethod
-    def for_market(cls, market: Market, snapshot_limit: int | None = None) -> BinanceLimits:
-        """The defaults of ``market``, optionally with another snapshot limit and its weight."""
+    def for_market(
+        cls, market: Market, snapshot_limit: int | None = None, depth_speed: str | None = None
+    ) -> BinanceLimits:
+        """The defaults of ``market``, optionally with another snapshot limit (and its weight)
+        or diff-depth interval.
+
+        Raises:
+            VenueUsageError: a snapshot limit or depth interval the market does not serve.
+        """
         base = SPOT_LIMITS if market == "spot" else USDM_LIMITS
         limit = base.snapshot_limit if snapshot_limit is None else snapshot_limit
         weight = depth_snapshot_weight(market, limit)
-        return dataclasses.replace(base, snapshot_limit=limit, snapshot_weight=weight)
+        speed = base.depth_speed if depth_speed is None else depth_speed
+        depth_stream(market, speed)
+        return dataclasses.replace(
+            base, snapshot_limit=limit, snapshot_weight=weight, depth_speed=speed
+        )
 
 
 SPOT_LIMITS: Final = BinanceLimits(
@@ -196,6 +235,7 @@ class BinanceProtocol:
         limits = limits or (SPOT_LIMITS if market == "spot" else USDM_LIMITS)
         if limits.trade_stream not in ("trade", "aggTrade") or limits.max_buffered_diffs < 1:
             raise VenueUsageError(f"bad limits: {limits}")
+        self._depth_suffix = depth_stream(market, limits.depth_speed)
         if len(set(symbols)) != len(symbols):
             raise VenueUsageError("symbols must not repeat")
         self.market: Final = market
@@ -575,10 +615,9 @@ class BinanceProtocol:
         low = name.lower()
         public = "/public/stream" if self._usdm else "/stream"
         trade_path = "/market/stream" if self._usdm and self._trade_event == "aggTrade" else public
-        speed = self.limits.depth_speed
         streams: list[tuple[str, str, int]] = []
         if "depth" in self.channels:
-            streams.append((f"{low}@depth@{speed}" if speed else f"{low}@depth", public, _DEPTH))
+            streams.append((low + self._depth_suffix, public, _DEPTH))
         if "quotes" in self.channels:
             streams.append((f"{low}@bookTicker", public, _QUOTE))
         if "trades" in self.channels:

@@ -107,6 +107,8 @@ def test_sigterm_while_the_venue_is_unreachable(tmp_path: Path) -> None:
         ('venue = "deribit"\nsymbols = ["BTC-PERPETUAL"]\n', "venue: the writer does not support"),
         ('venue = "binance"\nsymbols = ["BTCUSDT"]\nsnapshot_limit = 7000\n', "snapshot_limit"),
         ('venue = "binance"\nsymbols = ["BTCUSDT"]\ntrade_stream = "x"\n', "trade_stream"),
+        ('venue = "binance"\nsymbols = ["BTCUSDT"]\ncompression = true\n', "compression: "),
+        ('venue = "binance"\nsymbols = ["BTCUSDT"]\ndepth_speed = "250ms"\n', "depth_speed: "),
         ("venue = \n", "not valid TOML"),
     ],
 )

@@ -236,3 +236,18 @@ def test_raw_frames_are_kept_exactly_and_counted_by_channel(
     assert [decode_raw(r.payload) for r in records] == [
         Raw(ts << 40, ts % 3, message) for ts, (message, _) in enumerate(CHANNEL_CASES, 1)
     ]
+
+
+def test_a_failing_sink_is_counted_as_an_internal_error(
+    rings: dict[str, RingWriter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the connection calls when on_message or end_batch raised: counted each time, logged
+    once."""
+    counters = Counters()
+    publisher = Publisher(rings, lambda *_: [], Recorder(), counters)
+    publisher.sink_failed(ValueError("first"))
+    publisher.sink_failed(ValueError("second"))
+    assert counters.internal_errors == 2
+    logged = [r.getMessage() for r in caplog.records if "message sink" in r.getMessage()]
+    assert len(logged) == 1
+    assert "first" in logged[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +25,10 @@ from consolidator.venues.binance import BinanceProtocol
 class Host:
     """The writer's side of a slot, around a real protocol; records what it is given."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_size: int = 1 << 24) -> None:
         self.url = url
+        self.max_size = max_size
+        self.received: list[tuple[int, Output]] = []
         self.counters = Counters()
         self.protocol = BinanceProtocol("spot", ["BTCUSDT"], ["trades"], lambda _: 0)
         self.outputs: list[Output] = []
@@ -33,7 +36,9 @@ class Host:
         self.conns: list[FeedConnection] = []
 
     def new_connection(self, plan: ConnectionPlan) -> FeedConnection:
-        conn = FeedConnection(plan, self.url, self.on_message, ControlPacer(rate_per_s=50))
+        conn = FeedConnection(
+            plan, self.url, self.on_message, ControlPacer(rate_per_s=50), max_size=self.max_size
+        )
         self.conns.append(conn)
         return conn
 
@@ -56,7 +61,13 @@ class Host:
         self.events.append((kind, detail))
 
     def on_message(self, conn_id: int, message: bytes, ts: int) -> None:
-        self.handle(self.protocol.on_frame(conn_id, message, ts))
+        outputs = self.protocol.on_frame(conn_id, message, ts)
+        self.received.extend((conn_id, o) for o in outputs)
+        self.handle(outputs)
+
+    def trades(self, conn_id: int) -> list[Trade]:
+        """The trades the protocol made of what ``conn_id`` delivered."""
+        return [o for c, o in self.received if c == conn_id and isinstance(o, Trade)]
 
 
 class Market:
@@ -127,3 +138,54 @@ def test_rotation_survives_a_refused_replacement() -> None:
     assert len(ids) > 200
     rotations: list[dict[str, Any]] = [d for k, d in host.events if k == EventKind.ROTATION]
     assert all(r["ready"] for r in rotations)
+
+
+def test_a_message_above_the_limit_fails_the_connection_and_the_slot_reconnects() -> None:
+    """The documented error for a frame above ``max_size``: the connection fails with 1009, the
+    loss is a DISCONNECT (reason close_1009) and the slot opens a replacement that delivers."""
+    sessions: list[ServerConnection] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            request = json.loads(await ws.recv())
+            await ws.send(json.dumps({"result": None, "id": request["id"]}))
+            sessions.append(ws)
+            trade = {"e": "trade", "E": 1, "s": "BTCUSDT", "p": "1", "q": "1", "T": 1, "m": False}
+            for trade_id in range(1, 1000):
+                if len(sessions) == 1 and trade_id == 5:
+                    await ws.send("x" * 5000)  # above the limit, on the first connection only
+                data = {**trade, "t": trade_id}
+                await ws.send(json.dumps({"stream": "btcusdt@trade", "data": data}))
+                await asyncio.sleep(0.002)
+            await ws.wait_closed()
+
+    async def main() -> Host:
+        async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            host = Host(f"ws://127.0.0.1:{port}", max_size=4096)
+            (plan,) = host.protocol.plan_connections()
+            settings = SlotSettings(
+                rotate_after_s=60, stale_after_s=5.0, backoff_base_s=0.05, backoff_cap_s=0.1
+            )
+            task = asyncio.ensure_future(ConnectionSlot(host, plan, settings).run())
+            deadline = time.monotonic() + 10
+            while not (len(sessions) == 2 and len(host.trades(host.conns[-1].conn_id)) > 20):
+                assert time.monotonic() < deadline, "no replacement delivering"
+                await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            for conn in host.conns:
+                await conn.close(0.5)
+        return host
+
+    host = asyncio.run(main())
+    first, second = host.conns
+    assert first.close_info()[0] == 1009
+    assert host.counters.reconnects["close_1009"] == 1
+    lost = [d for k, d in host.events if k == EventKind.DISCONNECT]
+    assert [(d["conn_id"], d["reason"], d["code"]) for d in lost] == [
+        (first.conn_id, "close_1009", 1009)
+    ]
+    assert [t.trade_id for t in host.trades(first.conn_id)] == [1, 2, 3, 4]
+    # The replacement starts again at 1; the protocol drops 1-4 as duplicates: nothing lost.
+    assert [t.trade_id for t in host.trades(second.conn_id)][:3] == [5, 6, 7]

@@ -272,3 +272,57 @@ def test_slow_consumer_is_dropped() -> None:
             await ws.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("venue", "route", "streams"),
+    [
+        (Venue.SPOT, "", {"btcusdt@depth@100ms": 100, "btcusdt@depth": 1000}),
+        (
+            Venue.USDM,
+            "/public",
+            {
+                "btcusdt@depth@0ms": 0,
+                "btcusdt@depth@100ms": 100,
+                "btcusdt@depth": 250,
+                "btcusdt@depth@500ms": 500,
+            },
+        ),
+    ],
+)
+def test_every_depth_speed_the_writer_subscribes_is_served_at_its_interval(
+    venue: Venue, route: str, streams: dict[str, int]
+) -> None:
+    """The writer's ``depth_speed`` stream names (tests/venues checks the writer side): each
+    acknowledged and served, one diff per interval ("0ms": as the book changes)."""
+    times: dict[str, list[int]] = {name: [] for name in streams}
+
+    async def scenario() -> None:
+        async with (
+            running_sim(_cfg(venue=venue, symbols=("BTCUSDT",), rate=2000)) as sim,
+            connect(f"{sim.ws_url}{route}/stream") as ws,
+        ):
+            request = {"method": "SUBSCRIBE", "params": list(streams), "id": 1}
+            await ws.send(json.dumps(request))
+            acknowledged = False
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while loop.time() < deadline and (
+                not acknowledged or min(len(t) for t in times.values()) < 4
+            ):
+                stream, data = unwrap(await asyncio.wait_for(ws.recv(), 5))
+                if stream is None:
+                    assert data == {"result": None, "id": 1}
+                    acknowledged = True
+                elif stream in times:
+                    assert data["e"] == "depthUpdate"
+                    times[stream].append(data["E"])
+
+    run(scenario())
+    for name, interval_ms in streams.items():
+        spacing = sorted(b - a for a, b in zip(times[name][1:], times[name][2:], strict=False))
+        median = spacing[len(spacing) // 2]
+        if interval_ms == 0:
+            assert median < 50, (name, spacing)
+        else:
+            assert 0.6 * interval_ms <= median <= 1.6 * interval_ms, (name, spacing)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consolidator.config import load_config, load_feed
+from consolidator.config import DEPTH_SPEEDS, load_config, load_feed
 from consolidator.errors import ConfigError
 
 
@@ -63,6 +63,16 @@ def test_a_full_feed(tmp_path: Path) -> None:
         ('venue = "binance"\nsymbols = ["X"]\nsnapshot_limit = 0\n', "snapshot_limit: must be pos"),
         ('venue = "binance"\nsymbols = ["X"]\nsnapshot_limit = true\n', "expected a number"),
         ('venue = "binance"\nsymbols = ["X"]\ncolour = "red"\n', "colour: unknown key"),
+        ('venue = "binance"\nsymbols = ["X"]\ncompression = true\n',
+         "compression: permessage-deflate is not supported"),
+        ('venue = "binance"\nsymbols = ["X"]\ncompression = "no"\n', "compression: expected bool"),
+        ('venue = "binance"\nsymbols = ["X"]\ndepth_speed = "250ms"\n',
+         "depth_speed: expected one of 100ms, 1000ms for binance, got '250ms'"),
+        ('venue = "binance-usdm"\nsymbols = ["X"]\ndepth_speed = "1000ms"\n',
+         "depth_speed: expected one of 0ms, 100ms, 250ms, 500ms for binance-usdm, got '1000ms'"),
+        ('venue = "binance"\nsymbols = ["X"]\ndepth_speed = 100\n', "depth_speed: expected str"),
+        ('venue = "deribit"\nsymbols = ["X"]\ndepth_speed = "100ms"\n',
+         "depth_speed: not a setting of venue 'deribit'"),
         ('venue = "binance"\nsymbols = ["X"\n', "not valid TOML"),
     ],
 )  # fmt: skip
@@ -94,3 +104,21 @@ def test_missing_feed_and_bad_feed_names(tmp_path: Path) -> None:
         load_feed(config, "nope")
     with pytest.raises(ConfigError, match="bad feed name"):
         load_feed(config, "../etc")
+
+
+@pytest.mark.parametrize(
+    ("venue", "speed"),
+    [("binance", s) for s in DEPTH_SPEEDS["binance"]]
+    + [("binance-usdm", s) for s in DEPTH_SPEEDS["binance-usdm"]],
+)
+def test_every_offered_depth_speed_loads(tmp_path: Path, venue: str, speed: str) -> None:
+    text = f'venue = "{venue}"\nsymbols = ["X"]\ndepth_speed = "{speed}"\n'
+    feed = load_feed(load_config(_dir(tmp_path, f=text), {}), "f")
+    assert feed.depth_speed == speed
+
+
+def test_depth_speed_defaults_to_100ms_and_compression_false_is_accepted(tmp_path: Path) -> None:
+    for venue in ("binance", "binance-usdm"):
+        text = f'venue = "{venue}"\nsymbols = ["X"]\ncompression = false\n'
+        feed = load_feed(load_config(_dir(tmp_path, f=text), {}), "f")
+        assert feed.depth_speed == "100ms"

@@ -9,6 +9,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from consolidator.config import DEPTH_SPEEDS
 from consolidator.payloads import Depth, Event, Trade
 from consolidator.records import NO_SYMBOL
 from consolidator.venues.base import (
@@ -22,9 +23,11 @@ from consolidator.venues.base import (
     VenueUsageError,
 )
 from consolidator.venues.binance import (
+    DEPTH_STREAMS,
     SPOT_LIMITS,
     BinanceLimits,
     BinanceProtocol,
+    Market,
     depth_snapshot_weight,
 )
 from consolidator.venues.book_sync import SyncState
@@ -66,6 +69,48 @@ def test_stream_names_and_paths() -> None:
     assert plans == {
         "/public/stream": ["btcusdt@depth@100ms", "btcusdt@bookTicker"],
         "/market/stream": ["btcusdt@aggTrade"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("market", "speed", "stream"),
+    [
+        ("spot", "100ms", "btcusdt@depth@100ms"),
+        ("spot", "1000ms", "btcusdt@depth"),
+        ("usdm", "0ms", "btcusdt@depth@0ms"),
+        ("usdm", "100ms", "btcusdt@depth@100ms"),
+        ("usdm", "250ms", "btcusdt@depth"),
+        ("usdm", "500ms", "btcusdt@depth@500ms"),
+    ],
+)
+def test_depth_speed_picks_the_diff_depth_stream(market: Market, speed: str, stream: str) -> None:
+    limits = BinanceLimits.for_market(market, depth_speed=speed)
+    assert limits.depth_speed == speed
+    protocol = BinanceProtocol(market, ["BTCUSDT"], ["depth"], Interner(), limits=limits)
+    (plan,) = protocol.plan_connections()
+    assert subscribed(plan) == [stream]
+    assert plan.path == ("/stream" if market == "spot" else "/public/stream")
+    data = orjson.loads(depth("BTCUSDT", 1, 2, prev=None if market == "spot" else 0))["data"]
+    other = "btcusdt@depth@100ms" if stream == "btcusdt@depth" else "btcusdt@depth"
+    ignored = protocol.on_frame(plan.conn_id, orjson.dumps({"stream": other, "data": data}), 0)
+    assert ignored == [Dropped("unsubscribed_stream", 1)]
+    taken = protocol.on_frame(plan.conn_id, orjson.dumps({"stream": stream, "data": data}), 0)
+    assert taken == [FetchSnapshot("BTCUSDT", 1000, limits.snapshot_weight)]
+
+
+@pytest.mark.parametrize(("market", "speed"), [("spot", "250ms"), ("usdm", "1000ms"), ("spot", "")])
+def test_a_depth_speed_the_market_lacks_is_refused(market: Market, speed: str) -> None:
+    with pytest.raises(VenueUsageError, match=f"no {market} diff-depth stream at {speed!r}"):
+        BinanceLimits.for_market(market, depth_speed=speed)
+    bad = dataclasses.replace(BinanceLimits.for_market(market), depth_speed=speed)
+    with pytest.raises(VenueUsageError, match="diff-depth"):
+        BinanceProtocol(market, ["BTCUSDT"], ["depth"], Interner(), limits=bad)
+
+
+def test_the_config_offers_exactly_the_venue_intervals() -> None:
+    assert DEPTH_SPEEDS == {
+        "binance": tuple(DEPTH_STREAMS["spot"]),
+        "binance-usdm": tuple(DEPTH_STREAMS["usdm"]),
     }
 
 
