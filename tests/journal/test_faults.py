@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
 
 import pytest
 
@@ -69,8 +70,12 @@ def test_flusher_killed_five_times_during_a_burst_loses_and_duplicates_nothing(e
     out, _ = finish(writer)
     ends = {k: int(v) for k, v in __import__("json").loads(out.splitlines()[-1])["end"].items()}
     assert ends["trades"] == 250_000
+    # The durable position may be the killed flusher's, already at the end: wait for this one to
+    # have attached to both rings (its SIGTERM handler comes before) before the durable check.
+    head = _attached(flusher)
     wait_durable(env, ends)
     code, _, err = stop(flusher)
+    err = "".join(head) + err
     assert code == 0, err
     covs = verify(env.state, ends)
     assert covs["trades"].records == 250_000
@@ -82,6 +87,18 @@ def test_flusher_killed_five_times_during_a_burst_loses_and_duplicates_nothing(e
     assert "Traceback" not in err + "".join(logs)
     segments = list((env.state / "journal" / FEED / "trades").iterdir())
     assert any(p.name.endswith(".seg.zst") for p in segments), "rotated and compressed"
+
+
+def _attached(flusher: subprocess.Popen[str]) -> list[str]:
+    """A flusher's log up to its "journaling from seq" lines of both streams (read, so gone from
+    what it prints later)."""
+    assert flusher.stderr is not None
+    lines: list[str] = []
+    while sum("journaling from seq" in line for line in lines) < 2:
+        line = flusher.stderr.readline()
+        assert line, f"the flusher exited: {''.join(lines)}"
+        lines.append(line)
+    return lines
 
 
 def _ends(out: str) -> dict[str, int]:
