@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consolidator.sim.config import SimConfig, Venue
 from consolidator.sim.server import running_sim
+from tests.wait import async_wait_until
 
 from .helpers import RawWs, control, get_json, run, unwrap
 
@@ -176,9 +177,17 @@ def test_incoming_message_limit_counts_pings() -> None:
             assert opcodes.count(0xA) == 5
             assert 0x1 not in opcodes
             await ws.close()
-            await asyncio.sleep(0.1)
-            stats = await get_json(f"{sim.rest_url}/sim/stats")
-            assert stats["connections"]["closed"]["message rate limit"] == 1
+
+            async def closed() -> dict[str, int]:
+                stats = await get_json(f"{sim.rest_url}/sim/stats")
+                counts: dict[str, int] = stats["connections"]["closed"]
+                return counts
+
+            async def counted() -> bool:  # the server counts it as its side of the close ends
+                return "message rate limit" in await closed()
+
+            await async_wait_until(counted, what="the closed connection to be counted")
+            assert (await closed())["message rate limit"] == 1
 
     run(scenario())
 
@@ -261,14 +270,12 @@ def test_slow_consumer_is_dropped() -> None:
             streams = "btcusdt@trade/btcusdt@bookTicker/ethusdt@trade/ethusdt@bookTicker"
             ws = await RawWs.connect(f"{sim.ws_url}/stream?streams={streams}")
             ws.writer.transport.pause_reading()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while True:
+
+            async def dropped() -> bool:
                 stats = await get_json(f"{sim.rest_url}/sim/stats")
-                if stats["connections"]["closed"].get("slow consumer"):
-                    break
-                assert loop.time() < deadline
-                await asyncio.sleep(0.1)
+                return bool(stats["connections"]["closed"].get("slow consumer"))
+
+            await async_wait_until(dropped, what="the slow consumer to be dropped", interval=0.1)
             await ws.close()
 
     run(scenario())
