@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,14 +131,19 @@ def test_counts_and_histograms_follow_the_traffic(running: tuple[Pipeline, Expor
         received, "consolidator_messages_received_total", feed=feed, venue="binance",
         channel="trades",
     )  # fmt: skip
-    time.sleep(1.5)
-    families = _families(exporter.scrape())
-    _, received = families["consolidator_messages_received"]
-    after = _value(
-        received, "consolidator_messages_received_total", feed=feed, venue="binance",
-        channel="trades",
-    )  # fmt: skip
-    assert after > before
+    families: dict[str, tuple[str, list[Sample]]] = {}
+
+    def more_received() -> bool:
+        nonlocal families
+        families = _families(exporter.scrape())
+        _, received = families["consolidator_messages_received"]
+        after = _value(
+            received, "consolidator_messages_received_total", feed=feed, venue="binance",
+            channel="trades",
+        )  # fmt: skip
+        return after > before
+
+    wait_until(more_received, 60, "more trades received")
     _, r2c = families["consolidator_receive_to_commit_seconds"]
     count = _value(r2c, "consolidator_receive_to_commit_seconds_count", feed=feed, stream="trades")
     below_1s = _value(
