@@ -284,7 +284,7 @@ def unwrap(raw: str | bytes) -> tuple[str | None, dict[str, Any]]:
 
 @contextlib.contextmanager
 def spawn_sim(
-    *args: str, timeout: float = 15.0
+    *args: str, timeout: float = 60.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     """Start ``python -m consolidator.sim.cli ARGS``; yield (process, first-line JSON)."""
     proc = subprocess.Popen(
