@@ -71,16 +71,20 @@ def compress_segment(
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            with cctx.stream_writer(fout, size=keep, closefd=False) as writer:
-                left = keep
-                while left:
-                    if cancelled():
-                        raise CancelledError(str(src))
-                    chunk = fin.read(min(CHUNK, left))
-                    if not chunk:
-                        raise JournalError(f"{src}: shrank while being compressed")
-                    writer.write(chunk)
-                    left -= len(chunk)
+            # Not a with block: leaving one ends the frame, which fails ("Src size is incorrect")
+            # when fewer than the pledged ``keep`` bytes went in, and that error would replace
+            # CancelledError or the JournalError below. An abandoned frame is just dropped.
+            writer = cctx.stream_writer(fout, size=keep, closefd=False)
+            left = keep
+            while left:
+                if cancelled():
+                    raise CancelledError(str(src))
+                chunk = fin.read(min(CHUNK, left))
+                if not chunk:
+                    raise JournalError(f"{src}: shrank while being compressed")
+                writer.write(chunk)
+                left -= len(chunk)
+            writer.flush(zstandard.FLUSH_FRAME)  # ends the frame, into fout
             fout.flush()
             os.fsync(fout.fileno())
         os.rename(tmp, final)

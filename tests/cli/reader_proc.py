@@ -6,7 +6,7 @@
   (``listed``: entries this user can see), then, if registered, report position 7 and 1 loss and
   sleep until killed.
 * ``hammer SHM FEED STREAM SECONDS``: register and report positions 1, 2, 3, ... (lost = position)
-  as fast as it can for SECONDS, then leave.
+  as fast as it can for SECONDS or until SIGTERM, then leave.
 * ``mdtail ARGS...``: run mdtail.
 
 ``--user`` drops root privileges first (after every import: the interpreter may live where the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,13 +56,20 @@ def main() -> int:
         slot.update(7, 1)
         while True:
             time.sleep(1)
+    stopping = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
     slot = register_reader(shm, feed, stream, "hammer")
     assert slot is not None
     print(json.dumps({"registered": True, "pid": os.getpid()}))
     sys.stdout.flush()
     deadline = time.monotonic() + float(last)
     k = 1
-    while time.monotonic() < deadline:
+    while not stopping and time.monotonic() < deadline:
         for _ in range(1000):
             slot.update(k, k)
             k += 1

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.feed.helpers import Feed, wait_until
-from tests.pipeline import pipeline, tails
+from tests.pipeline import fsyncs, pipeline, tails
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -34,7 +33,7 @@ def test_mdstat_numbers_and_health_on_a_live_pipeline(tmp_path: Path) -> None:
     with pipeline(tmp_path, "--symbols", "3", "--rate", "400") as p:
         feed = p.feed
         wait_until(lambda: tails(feed)["trades"] > 100, 30, "trades")
-        time.sleep(1.0)
+        wait_until(lambda: fsyncs(feed) > 0, 60, "the flusher to journal trades")
         result = _mdstat(feed, feed.name, "--format", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         rows = {r["stream"]: r for r in map(json.loads, result.stdout.splitlines())}

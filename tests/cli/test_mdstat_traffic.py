@@ -19,7 +19,7 @@ from consolidator.records import EventKind
 from consolidator.ring.registry import register_reader
 from consolidator.streams import open_stream_reader
 from tests.feed.helpers import Feed, Rings, wait_until
-from tests.pipeline import Pipeline, pipeline, tails
+from tests.pipeline import Pipeline, pause_delivered, pipeline, tails
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -48,19 +48,8 @@ def _sent(p: Pipeline) -> Counter[str]:
 
 def _quiet(p: Pipeline) -> dict[str, int]:
     """Pause the simulator; the ring tails once everything sent has been published."""
-    p.sim.control(action="pause")
-    last: dict[str, int] = {}
-
-    def settled() -> bool:
-        nonlocal last
-        now = tails(p.feed)
-        done = now == last
-        last = now
-        return done
-
-    time.sleep(0.3)
-    wait_until(settled, 30, "the writer to publish everything sent")
-    return last
+    pause_delivered(p)
+    return tails(p.feed)
 
 
 def _events_since_start(p: Pipeline) -> Counter[EventKind]:

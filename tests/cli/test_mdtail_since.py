@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.feed.helpers import Feed, Writer, wait_until
-from tests.pipeline import Flusher, pipeline, tails, wait_rings
+from tests.pipeline import (
+    Flusher,
+    pause_delivered,
+    pipeline,
+    tails,
+    wait_flusher_progress,
+    wait_rings,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -49,6 +55,7 @@ def history(
         p.writer = Writer(feed)
         floor = tails(feed)["trades"] + 60
         wait_until(lambda: tails(feed)["trades"] > floor, 30, "trades again")
+        wait_flusher_progress(feed)  # the flusher is up (and handles SIGTERM)
         assert p.writer.stop()[0] == 0  # an orderly reboot: writer, flusher, shm wiped
         assert p.flusher.stop() == 0
         shutil.rmtree(feed.shm_dir)
@@ -57,8 +64,7 @@ def history(
         p.flusher = Flusher(feed)
         floor = tails(feed)["trades"] + 60
         wait_until(lambda: tails(feed)["trades"] > floor, 30, "trades after reboot")
-        p.sim.control(action="pause")
-        time.sleep(1.0)
+        pause_delivered(p)
         yield feed, truth, tails(feed)
 
 

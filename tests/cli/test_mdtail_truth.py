@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.feed.helpers import Feed, wait_until
-from tests.pipeline import pipeline, tails
+from tests.pipeline import pause_delivered, pipeline, tails
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -55,8 +54,7 @@ def test_every_trade_and_quote_is_the_one_the_simulator_sent(tmp_path: Path) -> 
     with pipeline(tmp_path, "--symbols", "3", "--rate", "300", "--truth-log", str(trade_log),
                   "--quote-log", str(quote_log)) as p:  # fmt: skip
         wait_until(lambda: tails(p.feed)["trades"] > 150, 60, "trades")
-        p.sim.control(action="pause")  # the simulator sends what it has made, then stops
-        time.sleep(1.5)
+        pause_delivered(p)  # the simulator sends what it has made, then stops; all published
         objs = _mdtail(p.feed, "--stream", "trades", "--stream", "quotes")
         _last_n_of_a_symbol_in_a_variable_stream(p.feed)
         venue = "binance"

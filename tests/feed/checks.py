@@ -24,7 +24,7 @@ def synced(events: list[Event], symbol_ids: list[int]) -> bool:
     return all(state.get(s, False) for s in symbol_ids)
 
 
-def wait_synced(rings: Rings, symbols: list[str], timeout: float = 15.0) -> None:
+def wait_synced(rings: Rings, symbols: list[str], timeout: float = 60.0) -> None:
     def ready() -> bool:
         if not rings.ready():
             return False
@@ -44,7 +44,7 @@ def checkpoint(sim: Sim, rings: Rings, symbols: list[str]) -> None:
             books = rebuild(rings.depth(), rings.names().__getitem__)
             return all(s in books and books[s].last_id == targets[s] for s in symbols)
 
-        wait_until(drained, 15, f"the writer to reach {targets}")
+        wait_until(drained, 60, f"the writer to reach {targets}")
         books = rebuild(rings.depth(), rings.names().__getitem__)
         for symbol in symbols:
             truth = sim.book(symbol)

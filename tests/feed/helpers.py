@@ -25,18 +25,10 @@ from consolidator.records import EventKind, RecordType
 from consolidator.ring.reader import FixedRingReader, VariableRingReader
 from consolidator.streams import open_stream_reader, ring_path
 from consolidator.symbols import SymbolTableReader
+from tests.wait import wait_until  # noqa: F401 - re-exported, the tests import it from here
 
 REPO = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` every 50 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_json(method: str, url: str, body: Any = None) -> Any:

@@ -56,15 +56,15 @@ def _run_fault(
         rings = Rings(feed)
         wait_synced(rings, symbols)
         sim.control(action="fault", spec=fault)
-        wait_until(lambda: _applied(sim, kind) >= count, 15, f"{fault} applied {count} times")
-        time.sleep(0.5)
+        wait_until(lambda: _applied(sim, kind) >= count, 60, f"{fault} applied {count} times")
+        time.sleep(0.5)  # pacing: the flow goes on past the faults (what follows waits for its own)
         if kind in ("stall", "reset"):
             wait_until(
-                lambda: Counter(rings.event_kinds())[EventKind.CONNECT] >= 2, 10, "a reconnect"
+                lambda: Counter(rings.event_kinds())[EventKind.CONNECT] >= 2, 60, "a reconnect"
             )
         wait_synced(rings, symbols)
         checkpoint(sim, rings, symbols)
-        time.sleep(0.3)
+        time.sleep(0.3)  # pacing: more flow between the two checkpoints
         wait_synced(rings, symbols)
         checkpoint(sim, rings, symbols)
         sim.control(action="pause")

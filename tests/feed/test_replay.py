@@ -81,7 +81,7 @@ def test_recorded_session_lands_exactly_once(tmp_path: Path, venue: str, prefix:
                 and len(rings.depth()) >= len(diffs) + len(symbols)
             )
 
-        wait_until(complete, 20, f"the replay in the rings ({writer.stderr()})")
+        wait_until(complete, 60, f"the replay in the rings ({writer.stderr()})")
         name = rings.names().__getitem__
         got_trades = rings.fixed("trades")
         got_quotes = rings.fixed("quotes")

@@ -24,10 +24,11 @@ import numpy as np
 
 from consolidator.journal.files import End, SegmentSource, list_segments, stream_dir
 from consolidator.journal.history import HistoryReader
-from consolidator.journal.position import read_positions
+from consolidator.journal.position import StreamDurable, read_positions
 from consolidator.journal.segment import BlockType
 from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.ring.reader import Loss
+from consolidator.streams import open_stream_reader
 from tests.journal.proc import raw_payload, trade_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +141,21 @@ def wait_durable(env: Env, ends: dict[str, int], timeout_s: float = 90.0) -> Non
             return
         time.sleep(0.05)
     raise AssertionError(f"durable position did not reach {ends}: {read_positions(env.shm, FEED)}")
+
+
+def durable(env: Env) -> dict[str, StreamDurable]:
+    """The trades and raw slots of the flusher's published position (none yet: empty)."""
+    pos = read_positions(env.shm, FEED)
+    return {} if pos is None else {s: pos.streams[s] for s in ("trades", "raw")}
+
+
+def ring_tails(env: Env) -> dict[str, int]:
+    """The writer's trades and raw ring tails now."""
+    out = {}
+    for stream in ("trades", "raw"):
+        with open_stream_reader(env.shm, FEED, stream) as reader:
+            out[stream] = reader.tail()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,10 +19,11 @@ from typing import Any
 from consolidator.journal.position import StreamState, read_positions
 from consolidator.streams import open_stream_reader
 from tests.journal.helpers import FEED, Env, finish, first_line, stop, verify, wait_durable
+from tests.wait import wait_until
 
 RATE = 13_000
 CAPACITY = 1 << 16  # trades ring: 5 s at RATE (the flusher retries at least every second)
-COUNT = RATE * 14
+COUNT = RATE * 20  # long enough for both outages however slowly the flusher starts
 
 
 def fill(directory: Path) -> Path:
@@ -52,22 +53,40 @@ def tails(env: Env) -> dict[str, int]:
     return out
 
 
-def outage(env: Env, seconds: float) -> dict[str, Any]:
-    """Fill the disk for ``seconds``; what the flusher had made durable, and the ring tails."""
+def outage(env: Env, seconds: float, *, lapped: bool) -> dict[str, Any]:
+    """Fill the disk for at least ``seconds``, and until the flusher reports NO_SPACE and (with
+    ``lapped``) the trades ring no longer holds what the journal is missing (the writer has
+    published more than the ring holds since the journal's end); what the flusher had made
+    durable, and the ring tails when the disk was freed."""
     pos = read_positions(env.shm, FEED)
     assert pos is not None
     durable = {s: pos.streams[s].durable_seq for s in ("trades", "raw")}
     filler = fill(env.state)
     states: set[str] = set()
     until = time.monotonic() + seconds
-    while time.monotonic() < until:
+    deadline = until + 120
+    while True:
         pos = read_positions(env.shm, FEED)
         assert pos is not None
-        states.add(pos.streams["trades"].state.name)
+        trades = pos.streams["trades"]
+        states.add(trades.state.name)
+        done = time.monotonic() >= until and StreamState.NO_SPACE.name in states
+        if lapped:
+            done = done and tails(env)["trades"] - trades.written_seq > CAPACITY
+        if done:
+            break
+        assert time.monotonic() < deadline, ("outage", lapped, sorted(states), trades)
         time.sleep(0.05)
     freed_at = tails(env)
     filler.unlink()
     return {"durable_before": durable, "tails_at_free": freed_at, "states": sorted(states)}
+
+
+def episode_over(env: Env) -> bool:
+    """Whether every stream is out of its error episode (journal writable again, logged)."""
+    pos = read_positions(env.shm, FEED)
+    assert pos is not None
+    return all(pos.streams[s].state is StreamState.OK for s in ("trades", "raw"))
 
 
 def main(root: Path) -> None:
@@ -78,11 +97,16 @@ def main(root: Path) -> None:
         flusher = env.flusher()
         writer = env.writer(COUNT, RATE, "--capacity", str(CAPACITY))
         first_line(writer)
-        time.sleep(1.0)
-        short = outage(env, 1.0)
+        wait_until(  # the flusher journals both streams before the first outage
+            lambda: (pos := read_positions(env.shm, FEED)) is not None
+            and all(pos.streams[s].durable_seq > 0 for s in ("trades", "raw")),
+            60,
+            "the flusher to journal",
+        )
+        short = outage(env, 1.0, lapped=False)
         wait_durable(env, short["tails_at_free"], timeout_s=60)
-        time.sleep(1.5)  # a second episode, not the first one continued
-        long = outage(env, 6.5)
+        wait_until(lambda: episode_over(env), 60, "the first episode to end")  # a second one next
+        long = outage(env, 6.5, lapped=True)
         out, _ = finish(writer)
         summary = json.loads(out.splitlines()[-1])
         ends = {k: int(v) for k, v in summary["end"].items()}

@@ -18,6 +18,7 @@ from consolidator.ring.reader import Loss
 from tests.journal.helpers import FEED, read_journal, verify
 from tests.journal.proc import raw_payload, trade_fields
 from tests.journal.rig import Rig
+from tests.wait import wait_until
 
 
 @pytest.fixture
@@ -88,11 +89,12 @@ def test_history_by_seq_time_and_from_the_beginning_across_compressed_segments(
         for _ in range(20):
             rig.publish(1000)
             rig.flush()
-        deadline = time.monotonic() + 60
         directory = stream_dir(rig.state, FEED, "trades")
-        while sum(not s.compressed for s in list_segments(directory)) > 1:
-            assert time.monotonic() < deadline, list_segments(directory)
-            time.sleep(0.05)
+        wait_until(
+            lambda: sum(not s.compressed for s in list_segments(directory)) <= 1,
+            60,
+            "every closed segment compressed",
+        )
         assert flusher.compressor is not None
         assert flusher.compressor.done >= 10
         verify(rig.state, rig.ends)

@@ -26,7 +26,17 @@ from consolidator.journal.symbols import load_symbols, symbols_path
 from consolidator.payloads import decode_event
 from consolidator.records import EventKind, to_decimal
 from tests.feed.helpers import Writer, wait_until
-from tests.pipeline import STREAMS, Flusher, firsts, journal_items, pipeline, tails, wait_rings
+from tests.pipeline import (
+    STREAMS,
+    Flusher,
+    firsts,
+    journal_items,
+    pause_delivered,
+    pipeline,
+    tails,
+    wait_flusher_progress,
+    wait_rings,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,13 +48,13 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
     with pipeline(tmp_path, *sim_args) as p:
         feed = p.feed
         wait_until(lambda: tails(feed)["trades"] > 50, 30, "trades flowing")
-        for _ in range(5):  # kill -9 the flusher during the flow, restart it
-            time.sleep(0.7)
+        for _ in range(5):  # kill -9 the flusher during the flow (once it journals), restart it
+            wait_flusher_progress(feed)
             p.flusher.kill9()
-            time.sleep(0.3)
+            time.sleep(0.3)  # down for a moment while the writer goes on
             p.flusher = Flusher(feed)
         for both in (False, True):  # kill -9 the writer alone, then writer and flusher together
-            time.sleep(1.0)
+            wait_flusher_progress(feed)
             p.writer.proc.send_signal(signal.SIGKILL)
             if both:
                 p.flusher.kill9()
@@ -55,6 +65,7 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
                 p.flusher = Flusher(feed)
             wait_until(lambda f=floor: tails(feed)["trades"] > f, 30, "flowing again")
         # Simulated orderly reboot: the writer stops, the flusher drains and stops, shm is wiped.
+        wait_flusher_progress(feed)  # the restarted flusher is up (and handles SIGTERM)
         assert p.writer.stop()[0] == 0
         assert p.flusher.stop() == 0
         before_reboot = tails(feed)
@@ -65,8 +76,8 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
         after = tails(feed)
         assert after["trades"] >= before_reboot["trades"], "sequences continue from the journal"
         wait_until(lambda: tails(feed)["trades"] > before_reboot["trades"] + 20, 30, "after boot")
-        # Crash reboot: both die at once, shm is wiped, both start again.
-        time.sleep(0.5)
+        # Crash reboot: both die at once (the flusher journaling), shm is wiped, both start again.
+        wait_flusher_progress(feed)
         p.writer.proc.send_signal(signal.SIGKILL)
         p.flusher.kill9()
         p.writer.proc.wait(10)
@@ -78,8 +89,8 @@ def test_journal_survives_flusher_kills_writer_kill_and_reboot(tmp_path: Path) -
         restarted = firsts(feed)
         assert all(restarted[s] > before_crash[s] for s in STREAMS), "no number is used twice"
         wait_until(lambda: tails(feed)["trades"] > restarted["trades"] + 20, 30, "after crash")
-        p.sim.control(action="pause")
-        time.sleep(1.0)
+        wait_flusher_progress(feed)
+        pause_delivered(p)
         assert p.writer.stop()[0] == 0
         ends = tails(feed)
         assert p.flusher.stop() == 0, p.flusher.log.read_text()

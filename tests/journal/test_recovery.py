@@ -3,12 +3,18 @@ offset, leftovers of interrupted compression and creation cleaned up, next_seq r
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
 import pytest
 
-from consolidator.journal.compress import CompressJob, compress_segment
+from consolidator.journal.compress import (
+    CancelledError,
+    CompressJob,
+    Compressor,
+    compress_segment,
+)
 from consolidator.journal.cursor import JournalCursor
 from consolidator.journal.files import list_segments, segment_path
 from consolidator.journal.recovery import journal_end, recover_stream, scan_segment
@@ -133,6 +139,28 @@ def test_compression_interrupted_after_rename_keeps_the_compressed_copy(tmp_path
     assert compressed.exists()
     assert rec.next_seq == 15
     assert read_all(d) == [("data", 0, 5), ("data", 5, 5), ("data", 10, 5)]
+
+
+def test_compression_cancelled_or_cut_short_raises_its_own_error_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """Stopping the flusher mid-compression is a CancelledError (which the compressor thread
+    handles), not zstd's complaint about the frame's pledged size (which killed the thread)."""
+    d = tmp_path / "s"
+    write_segment(d, 0, [4096] * 5)  # 1.3 MB: more than one CHUNK goes in before the stop
+    plain = segment_path(d, 0)
+    before = sorted(p.name for p in d.iterdir())
+    asked = itertools.count()
+    with pytest.raises(CancelledError, match=str(plain)):
+        compress_segment(CompressJob(plain, None), cancelled=lambda: next(asked) > 0)
+    assert sorted(p.name for p in d.iterdir()) == before
+    compressor = Compressor()
+    asked = itertools.count()
+    compressor._stop.is_set = lambda: next(asked) > 0  # type: ignore[method-assign]
+    compressor._do(CompressJob(plain, None))  # returns: the job is abandoned, not an error
+    assert (compressor.done, compressor.errors) == (0, 0)
+    assert sorted(p.name for p in d.iterdir()) == before
+    compressor.stop()
 
 
 def test_overlap_left_by_an_abandoned_segment_is_read_once(tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from consolidator.journal.reserve import SequenceReservation, load_reserved
+from tests.wait import wait_until
 
 
 def test_a_new_writer_starts_above_the_reservation_and_the_journal(tmp_path: Path) -> None:
@@ -27,10 +27,7 @@ def test_renewal_happens_in_the_background_before_the_tail_gets_there(tmp_path: 
     reservation.check({"trades": 100})
     assert load_reserved(tmp_path, "f") == {"trades": 1000}, "far from the limit: no renewal"
     reservation.check({"trades": 600})
-    deadline = time.monotonic() + 5
-    while load_reserved(tmp_path, "f") != {"trades": 1600} and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert load_reserved(tmp_path, "f") == {"trades": 1600}
+    wait_until(lambda: load_reserved(tmp_path, "f") == {"trades": 1600}, 60, "the renewal")
     assert reservation.overruns == 0
     reservation.check({"trades": 5000})
     assert reservation.overruns == 1, "passing the reservation is counted, never waited for"

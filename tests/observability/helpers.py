@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -142,7 +141,3 @@ def wait_value(prometheus: Prometheus, promql: str, expected: float, timeout: fl
         wait_until(equal, timeout, f"{promql} == {expected}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last values {seen[-5:]}") from None
-
-
-def sleep_until(deadline: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,14 +131,19 @@ def test_counts_and_histograms_follow_the_traffic(running: tuple[Pipeline, Expor
         received, "consolidator_messages_received_total", feed=feed, venue="binance",
         channel="trades",
     )  # fmt: skip
-    time.sleep(1.5)
-    families = _families(exporter.scrape())
-    _, received = families["consolidator_messages_received"]
-    after = _value(
-        received, "consolidator_messages_received_total", feed=feed, venue="binance",
-        channel="trades",
-    )  # fmt: skip
-    assert after > before
+    families: dict[str, tuple[str, list[Sample]]] = {}
+
+    def more_received() -> bool:
+        nonlocal families
+        families = _families(exporter.scrape())
+        _, received = families["consolidator_messages_received"]
+        after = _value(
+            received, "consolidator_messages_received_total", feed=feed, venue="binance",
+            channel="trades",
+        )  # fmt: skip
+        return after > before
+
+    wait_until(more_received, 60, "more trades received")
     _, r2c = families["consolidator_receive_to_commit_seconds"]
     count = _value(r2c, "consolidator_receive_to_commit_seconds_count", feed=feed, stream="trades")
     below_1s = _value(
@@ -204,16 +208,16 @@ def test_sd_notify_ready_watchdog_status_stopping(tmp_path: Path) -> None:
     env = {k: v for k, v in sock.env(watchdog_usec=1_000_000).items() if "proxy" not in k.lower()}
     exporter = Exporter(tmp_path, env=env)
     try:
-        ready = sock.wait_for("READY=1", 10)
+        ready = sock.wait_for("READY=1", 60)
         assert f"STATUS=listening on 127.0.0.1:{exporter.port}" in ready.splitlines()
-        sock.wait_for("STATUS=0 feeds", 15)  # the periodic status line
+        sock.wait_for("STATUS=0 feeds", 60)  # the periodic status line
         sock.collect(1.5)
         pings = sock.times("WATCHDOG=1")
         assert len(pings) >= 3  # every 0.5 s (half of WATCHDOG_USEC)
         assert max(b - a for a, b in itertools.pairwise(pings)) < 0.9
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(15) == 0
-        sock.wait_for("STOPPING=1", 5)
+        sock.wait_for("STOPPING=1", 30)
     finally:
         exporter.stop()
         sock.close()
@@ -239,7 +243,7 @@ def test_a_stuck_scrape_stops_the_watchdog_until_it_finishes(tmp_path: Path) -> 
     server = threading.Thread(target=serve, args=(collector, "127.0.0.1", 0, stop, notifier))
     server.start()
     try:
-        ready = sock.wait_for("READY=1", 10)
+        ready = sock.wait_for("READY=1", 60)
         port = ready.rsplit(":", 1)[1]
         scrape = threading.Thread(target=http_get, args=(f"http://127.0.0.1:{port}/metrics",))
         scrape.start()
@@ -249,13 +253,13 @@ def test_a_stuck_scrape_stops_the_watchdog_until_it_finishes(tmp_path: Path) -> 
         assert sock.times("WATCHDOG=1") == []
         collector.release.set()
         scrape.join(10)
-        sock.wait_for("WATCHDOG=1", 3)
+        sock.wait_for("WATCHDOG=1", 30)
     finally:
         collector.release.set()
         stop.set()
         server.join(10)
         notifier.close()
-    sock.wait_for("STOPPING=1", 3)
+    sock.wait_for("STOPPING=1", 30)
     sock.close()
 
 

@@ -16,6 +16,7 @@ from consolidator.notify import Notifier
 from tests.feed.helpers import Feed, Sim, Writer
 from tests.pipeline import Flusher, wait_rings
 from tests.service.notify_socket import NotifySocket
+from tests.wait import wait_until
 
 
 @pytest.fixture
@@ -144,13 +145,15 @@ def test_writer_status_counts_connections_and_messages(
         writer = Writer(feed, env=notify.env())
         try:
             notify.wait_for("READY=1", 30)
-            notify.collect(5)
-            status = [m for m in notify.collect(0) if m.startswith("STATUS=")]
-            busy = [m for m in status if m.startswith("STATUS=1/1 conns up, ")]
-            busy = [m for m in busy if not m.startswith("STATUS=1/1 conns up, 0 msg/s")]
-            assert busy, status
+
+            def busy() -> list[str]:  # the status lines once connected and receiving
+                status = [m for m in notify.collect(0.1) if m.startswith("STATUS=")]
+                up = [m for m in status if m.startswith("STATUS=1/1 conns up, ")]
+                return [m for m in up if not m.startswith("STATUS=1/1 conns up, 0 msg/s")]
+
+            wait_until(lambda: bool(busy()), 60, "a status line with messages flowing")
             pattern = r" msg/s, lag \d+ ms, \d+ gaps, \d+ resyncs$"
-            assert all(re.search(pattern, m) for m in busy), busy
+            assert all(re.search(pattern, m) for m in busy()), busy()
         finally:
             assert writer.stop()[0] == 0
     finally:
@@ -172,8 +175,12 @@ def test_flusher_ready_watchdog_status_and_stopping(tmp_path: Path, notify: Noti
         notify.wait_for("READY=1", 30)
         notify.collect(3)
         assert len(notify.times("WATCHDOG=1")) >= 8
-        status = [m for m in notify.collect(0) if m.startswith("STATUS=")]
-        assert any("1 feeds, 5 streams" in m for m in status), status
+
+        def status() -> list[str]:
+            return [m for m in notify.collect(0.1) if m.startswith("STATUS=")]
+
+        # The periodic status (every 2 s) once the flusher has found the feed's five rings.
+        wait_until(lambda: any("1 feeds, 5 streams" in m for m in status()), 60, "its status")
         flusher.proc.send_signal(signal.SIGTERM)
         assert flusher.proc.wait(60) == 0
         assert notify.wait_for("STOPPING=1", 1)

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 
 from consolidator.process import stop_process
 from consolidator.sim.config import Venue
+from tests.wait import DEADLINE_S, async_wait_until
 
 if TYPE_CHECKING:
     from consolidator.sim.server import SimServer
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(coro: Awaitable[Any], timeout: float = 30.0) -> Any:
+def run(coro: Awaitable[Any], timeout: float = 120.0) -> Any:
     """Run ``coro`` in a fresh event loop with an overall timeout."""
 
     async def bounded() -> Any:
@@ -208,15 +209,15 @@ class RefBook:
         self._apply(event)
 
     async def _sync(self) -> None:
-        for _ in range(20):
+        snap: dict[str, Any] = {}
+
+        async def caught_up() -> bool:  # spot: retry while the snapshot is older than the stream
+            nonlocal snap
             snap = await self.fetch(self.symbol)
-            last = snap["lastUpdateId"]
-            if not self.usdm and last < self.buffer[0]["U"]:
-                await asyncio.sleep(0.01)
-                continue
-            break
-        else:
-            raise AssertionError("snapshot never caught up with the stream")
+            return self.usdm or snap["lastUpdateId"] >= self.buffer[0]["U"]
+
+        await async_wait_until(caught_up, what="a snapshot caught up with the stream")
+        last = snap["lastUpdateId"]
         self.bids = _levels(snap["bids"])
         self.asks = _levels(snap["asks"])
         self.local = last
@@ -244,12 +245,8 @@ async def consume_depth(ws: ClientConnection, books: dict[str, RefBook]) -> None
             await books[data["s"]].on_event(data)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+async def wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
+    await async_wait_until(predicate, timeout)
 
 
 async def checkpoint(sim: SimServer, books: dict[str, RefBook]) -> None:
@@ -286,7 +283,7 @@ def unwrap(raw: str | bytes) -> tuple[str | None, dict[str, Any]]:
 
 @contextlib.contextmanager
 def spawn_sim(
-    *args: str, timeout: float = 15.0
+    *args: str, timeout: float = 60.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     """Start ``python -m consolidator.sim.cli ARGS``; yield (process, first-line JSON)."""
     proc = subprocess.Popen(

@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosedError
 from consolidator.sim.config import SimConfig, Venue
 from consolidator.sim.faults import parse_fault
 from consolidator.sim.server import running_sim
+from tests.wait import async_wait_until
 
 from .helpers import books_for, checkpoint, consume_depth, control, get_json, run, unwrap
 
@@ -51,7 +52,11 @@ def test_drop_depth_gap_then_resync(venue: Venue) -> None:
             url = f"{sim.ws_url}{route}/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
             async with connect(url) as ws:
                 reader = asyncio.create_task(consume_depth(ws, books))
-                await asyncio.sleep(1.2)
+                # The drop (0.5 s in) seen as a gap and BTCUSDT synced again; ETHUSDT synced.
+                await async_wait_until(
+                    lambda: books["BTCUSDT"].syncs >= 2 and books["ETHUSDT"].syncs >= 1,
+                    what="the gap and the resync",
+                )
                 await checkpoint(sim, books)
                 reader.cancel()
             assert (books["BTCUSDT"].gaps, books["BTCUSDT"].syncs) == (1, 2)
@@ -106,9 +111,15 @@ def test_stall_stops_data_and_pongs() -> None:
         async with running_sim(_cfg()) as sim:
             async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker", ping_interval=None) as ws:
                 await _frames(ws, 3)
-                await control(sim.rest_url, action="fault", spec="stall,duration=1.0")
-                await asyncio.sleep(0.1)
-                while True:
+                # Long enough that what follows happens inside it even on a loaded machine.
+                await control(sim.rest_url, action="fault", spec="stall,duration=4.0")
+
+                async def stalled() -> bool:
+                    stats = await get_json(f"{sim.rest_url}/sim/stats")
+                    return any(s["stalled"] for s in stats["connections"]["sessions"])
+
+                await async_wait_until(stalled, what="the connection to stall")
+                while True:  # what was sent before the stall
                     try:
                         await asyncio.wait_for(ws.recv(), 0.3)
                     except TimeoutError:
@@ -116,8 +127,8 @@ def test_stall_stops_data_and_pongs() -> None:
                 pong = await ws.ping()
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(pong), 0.4)
-                await asyncio.wait_for(pong, 2)
-                assert json.loads(await asyncio.wait_for(ws.recv(), 2))["s"] == "BTCUSDT"
+                await asyncio.wait_for(pong, 30)  # the stall ends by itself
+                assert json.loads(await asyncio.wait_for(ws.recv(), 30))["s"] == "BTCUSDT"
             assert await _applied(sim.rest_url) == {"stall": 1}
 
     run(scenario())
@@ -133,10 +144,18 @@ def test_reset_is_abrupt() -> None:
                 await _drain(ws)
             assert caught.value.rcvd is None
             assert isinstance(caught.value.__cause__, ConnectionResetError)
-            await asyncio.sleep(0.05)
+
+            async def closed() -> dict[str, int]:
+                stats = await get_json(f"{sim.rest_url}/sim/stats")
+                counts: dict[str, int] = stats["connections"]["closed"]
+                return counts
+
+            async def counted() -> bool:  # once the server has seen its side of it go
+                return "reset fault" in await closed()
+
+            await async_wait_until(counted, what="the reset connection to be counted")
             assert await _applied(sim.rest_url) == {"reset": 1}
-            stats = await get_json(f"{sim.rest_url}/sim/stats")
-            assert stats["connections"]["closed"]["reset fault"] == 1
+            assert (await closed())["reset fault"] == 1
 
     run(scenario())
 
@@ -151,8 +170,8 @@ def test_connection_fault_after_delay_from_cli_spec() -> None:
                 ws = await connect(f"{sim.ws_url}/ws/btcusdt@bookTicker")
                 start = loop.time()
                 try:
-                    while loop.time() - start < 0.8:
-                        await asyncio.wait_for(ws.recv(), 1)
+                    while loop.time() - start < 3.0:  # the reset is due at 0.3 s: generous
+                        await asyncio.wait_for(ws.recv(), 10)
                     await ws.close()
                     survived.append(True)
                 except ConnectionClosedError:

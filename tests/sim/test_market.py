@@ -73,7 +73,14 @@ def test_trades_match_truth_log(tmp_path: Path) -> None:
             trades: list[dict[str, Any]] = []
             aggs: list[dict[str, Any]] = []
             async with connect(f"{sim.ws_url}/stream?streams={streams}") as ws:
-                await asyncio.sleep(0.2)
+                subscribed: set[str] = set()  # every symbol's trades flow to us before the start
+                while subscribed != set(symbols):
+                    _, data = unwrap(await asyncio.wait_for(ws.recv(), 30))
+                    if data["e"] == "trade":
+                        trades.append(data)
+                        subscribed.add(data["s"])
+                    else:
+                        aggs.append(data)
                 start = await control(sim.rest_url, action="pause")
                 await control(sim.rest_url, action="resume")
                 await asyncio.sleep(0.6)
