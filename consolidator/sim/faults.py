@@ -15,6 +15,7 @@ Spec grammar:
   ``id=N`` (default 0), on the ``conn=N``-th WebSocket connection the simulator accepted
   (1-based; any connection when not given). ``count=N`` drops the next N such messages. What was
   withheld is listed in ``FaultManager.snapshot()["dropped"]`` (``/sim/stats``).
+  ``conn=N`` also restricts ``stall`` and ``reset`` to that one connection.
 
 ``count`` is how many times the fault fires (default 1, or unlimited when ``prob`` is given;
 ``count=0`` means unlimited); ``prob`` is the chance that an eligible frame (or connection)
@@ -156,8 +157,8 @@ def parse_fault(text: str) -> FaultSpec:
     whole: dict[str, int] = {}
     for key in ("id", "conn"):
         if key in values:
-            if key in values and not kind.withholds:
-                raise ValueError(f"fault option {key}= applies to drop-trade/quote/diff only")
+            if not kind.withholds and not (key == "conn" and kind.per_connection):
+                raise ValueError(f"fault option {key}= does not apply to {kind.value}")
             if not values[key].isdigit():
                 raise ValueError(f"fault option {key}={values[key]!r} must be an integer >= 0")
             whole[key] = int(values[key])
@@ -380,6 +381,8 @@ class FaultManager:
             if not spec.kind.per_connection or conn_id in armed.tried:
                 continue
             if spec.symbol is not None and spec.symbol not in symbols:
+                continue
+            if spec.conn is not None and spec.conn != conn_id:
                 continue
             if now < max(armed.armed_at, opened_at) + spec.after:
                 continue
