@@ -84,7 +84,7 @@ class RingSide:
         self.venue = feed_venue(shm_dir, state_dir, feed)
         self._name_of, _ = symbol_names(shm_dir, state_dir, feed)
         self._names: dict[int, str] = {}
-        self.wanted = None if symbols is None else set(symbols)
+        self.wanted: set[str] | None = None if symbols is None else set(symbols)
         self.sources: dict[str, Source] = {}
         self.lost: dict[str, int] = {}
         self.events: dict[str, int] = {}

@@ -102,8 +102,10 @@ class _Run:
     def __init__(self, config: GlobalConfig, opts: Options, live_out: TextIO) -> None:
         self.opts = opts
         self.live_out = live_out
-        feed_config = _feed_config(config, opts.feed)
-        self.symbols = _symbols(config, opts, feed_config)
+        if opts.against is None:
+            feed_config: FeedConfig | None = load_feed(config, opts.feed)
+        else:
+            feed_config = _feed_config(config, opts.feed)
         self.until_ns = _until_ns(opts.until)
         history = None
         if opts.journal:
@@ -115,8 +117,9 @@ class _Run:
         self.client: ReferenceClient | None = None
         self.reference: dict[str, Any] | None = None
         try:
-            self.ring = RingSide(config.shm_dir, config.state_dir, opts.feed, opts.streams,
-                                 self.symbols, RING, history)  # fmt: skip
+            self.ring = RingSide(
+                config.shm_dir, config.state_dir, opts.feed, opts.streams, None, RING, history
+            )
             self.sides.append(self.ring)
             if opts.against is not None:
                 self.sides.append(
@@ -125,12 +128,15 @@ class _Run:
                         config.state_dir,
                         opts.against,
                         opts.streams,
-                        self.symbols,
+                        None,
                         REF,
                         history,
                     )  # fmt: skip
                 )
-            else:
+            self.symbols = _symbols(config, opts, feed_config)
+            for side in self.sides:
+                side.wanted = set(self.symbols)
+            if opts.against is None:
                 self._reference(feed_config)
             self.out = OutDir(opts.out, self.matcher) if opts.out is not None else None
         except BaseException:
