@@ -97,7 +97,8 @@ class BinanceReference:
         """The record of one frame, or None (a reply, another stream, or unparsable: counted)."""
         try:
             msg = orjson.loads(frame)
-            route = self._routes.get(msg.get("stream")) if type(msg) is dict else None
+            stream_name = msg.get("stream") if type(msg) is dict else None
+            route = self._routes.get(stream_name) if type(stream_name) is str else None
             if route is None:
                 return None
             data = msg["data"]

@@ -43,12 +43,15 @@ def write_all(
     written = [_histogram(out, matcher), _cdf(out, matcher), _offsets(out, matcher)]
     for symbol, (ref, ring) in prices.items():
         fig, ax = plt.subplots(figsize=(9, 4))
+        starts = [series.arrays()[0][0] for series in (ref, ring) if len(series.times)]
+        t0 = min(starts, default=0.0)
         for series, label, style in ((ref, "reference", "-"), (ring, "ring", "--")):
             t, p = series.arrays()
             if len(t):
-                ax.step(t, p, style, where="post", label=label, lw=1)
+                ax.step(t - t0, p, style, where="post", label=label, lw=1)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.set_title(f"trade prices, {symbol}: reference and ring")
-        ax.set_xlabel("receive time (s since the epoch)")
+        ax.set_xlabel("receive time (s since the first trade)")
         ax.set_ylabel("price")
         ax.legend(loc="best")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in symbol)

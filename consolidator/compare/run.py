@@ -1,8 +1,8 @@
 """The comparator's run: a live reference (or another feed) and the feed's rings read side by
 side in one event loop, a live summary every interval, the report at the end.
 
-The ring side is polled every millisecond when idle (batch reads); the reference connections
-feed the matcher as frames arrive. ``--journal`` reads both sides' journals over a past range
+The ring side is polled in batches, yielding to the reference connections after every poll (and
+sleeping a millisecond when idle); the reference connections feed the matcher as frames arrive. ``--journal`` reads both sides' journals over a past range
 instead, as fast as they read.
 """
 
@@ -195,8 +195,8 @@ class _Run:
                     for side in self.sides:
                         side.refresh()
                     await asyncio.sleep(IDLE_SLEEP_S)
-                elif opts.journal:
-                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(0)  # let the reference connections read too
         finally:
             stop.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
