@@ -2,8 +2,8 @@
 side in one event loop, a live summary every interval, the report at the end.
 
 The ring side is polled in batches, yielding to the reference connections after every poll (and
-sleeping a millisecond when idle); the reference connections feed the matcher as frames arrive. ``--journal`` reads both sides' journals over a past range
-instead, as fast as they read.
+sleeping a millisecond when idle); the reference connections feed the matcher as frames arrive.
+``--journal`` reads both sides' journals over a past range instead, as fast as they read.
 """
 
 from __future__ import annotations
