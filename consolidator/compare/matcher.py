@@ -14,8 +14,10 @@ Side `REF` is the reference (a live reference connection, or the ``--against`` f
 - the ring has it twice: **duplicates** (the reference's own repeats are counted apart).
 
 Only the overlap counts: a lane starts at the later of the two sides' first keys; a record is
-classified once it is older than ``grace`` (still in flight until then), and at the end records
-younger than ``grace`` are left out (``in_flight``). A record classified missing or extra whose
+classified once it is older than ``grace`` (still in flight until then) and the other side has
+moved past its id (so a side read late is not mistaken for a side that lost records), and at the
+end records younger than ``grace``, or beyond the other side's progress, are left out
+(``in_flight``). A record classified missing or extra whose
 counterpart arrives later after all becomes a (late) match.
 """
 
@@ -317,9 +319,14 @@ class Matcher:
 
     # -- classification ----------------------------------------------------------------------
 
-    def sweep(self, now_ns: int, *, final: bool = False) -> None:
+    def sweep(self, now_ns: int, *, final: bool = False, ring_current: bool = True) -> None:
         """Classify records older than the grace window (``final``: all of them; the younger
-        ones are left out as in flight)."""
+        ones are left out as in flight).
+
+        A side may lag (the comparator reads its socket or ring late): a ring record counts as
+        extra only once the reference has passed its id in that lane, and a reference record as
+        missing only once the ring has passed its id or the ring was read to its end
+        (``ring_current``). What is left at the end is in flight."""
         horizon = now_ns - self.grace_ns
         for lane in self.lanes.values():
             start = lane.start()
@@ -332,7 +339,14 @@ class Matcher:
                 own = lane.pending[side]
                 if not own:
                     continue
-                old = [key for key, rec in own.items() if rec.ts_recv < horizon]
+                if side == RING:
+                    passed = lane.last[REF]
+                    old = [k for k, rec in own.items() if rec.ts_recv < horizon and k < passed]
+                elif ring_current:
+                    old = [k for k, rec in own.items() if rec.ts_recv < horizon]
+                else:
+                    passed = lane.last[RING]
+                    old = [k for k, rec in own.items() if rec.ts_recv < horizon and k < passed]
                 for key in old:
                     self._classify(lane, side, own.pop(key), start)
                 if final:

@@ -184,7 +184,8 @@ class _Run:
                 if opts.journal and not read and all(s.caught_up() for s in self.sides):
                     break
                 if not opts.journal and now >= next_sweep:
-                    self.matcher.sweep(time.time_ns())
+                    current = not read and self.ring.caught_up()
+                    self.matcher.sweep(time.time_ns(), ring_current=current)
                     next_sweep = now + 0.25
                 if now >= next_summary:
                     elapsed = (time.time_ns() - started_ns) / 1e9
