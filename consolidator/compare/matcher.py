@@ -339,14 +339,16 @@ class Matcher:
                 own = lane.pending[side]
                 if not own:
                     continue
-                if side == RING:
-                    passed = lane.last[REF]
-                    old = [k for k, rec in own.items() if rec.ts_recv < horizon and k < passed]
-                elif ring_current:
-                    old = [k for k, rec in own.items() if rec.ts_recv < horizon]
-                else:
-                    passed = lane.last[RING]
-                    old = [k for k, rec in own.items() if rec.ts_recv < horizon and k < passed]
+                # Pending records are in arrival order (receive times and ids rising): the
+                # ripe ones are a prefix, so stop at the first that is not.
+                passed = lane.last[REF] if side == RING else lane.last[RING]
+                if side == REF and ring_current:
+                    passed = 1 << 63
+                old = []
+                for key, rec in own.items():
+                    if rec.ts_recv >= horizon or key >= passed:
+                        break
+                    old.append(key)
                 for key in old:
                     self._classify(lane, side, own.pop(key), start)
                 if final:
