@@ -5,7 +5,7 @@ checks it): a bug shared by both sides would hide itself. It plans the same stre
 subscribes (trades ``<sym>@trade`` or ``@aggTrade``, quotes ``@bookTicker``, depth
 ``@depth@<speed>``; USD-M depth and quotes on ``/public``, aggTrade on ``/market``) as combined
 ``/stream?streams=...`` URLs, and turns each frame into a `Rec` with `Decimal` values read from
-the JSON text.
+the JSON text (kept as canonical pairs, `model.decimal_pair`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 
 import orjson
 
-from consolidator.compare.model import Rec
+from consolidator.compare.model import Pair, Rec, decimal_pair
 
 __all__ = ["MAX_STREAMS_PER_URL", "BinanceReference", "Connection", "Parsed"]
 
@@ -47,7 +47,7 @@ class BinanceReference:
         self.trade_stream = trade_stream
         self.depth_speed = depth_speed
         self._routes: dict[str, tuple[str, str]] = {}
-        self._decimals: dict[str, Decimal] = {}
+        self._decimals: dict[str, Pair] = {}
         self.unparsed = 0
 
     def plan(self, symbols: Iterable[str], streams: Iterable[str]) -> list[Connection]:
@@ -79,15 +79,13 @@ class BinanceReference:
                 out.append((f"{route}?streams={'/'.join(chunk)}", lanes))
         return out
 
-    def _dec(self, text: object) -> Decimal:
-        """The exact value of a decimal string (cached: prices repeat)."""
+    def _dec(self, text: object) -> Pair:
+        """The exact value of a decimal string, as `Decimal` reads it (cached: prices repeat)."""
         if type(text) is not str:
             raise TypeError("a Binance decimal is a JSON string")
         value = self._decimals.get(text)
         if value is None:
-            value = Decimal(text)
-            if not value.is_finite():
-                raise ValueError(f"not a finite decimal: {text!r}")
+            value = decimal_pair(Decimal(text))
             if len(self._decimals) >= _CACHE_MAX:
                 self._decimals.clear()
             self._decimals[text] = value

@@ -34,14 +34,16 @@ class Samples:
     def add(self, value: int, ts: int = 0) -> None:
         """One sample (taken at ``ts``, kept when timed)."""
         self.n += 1
-        if self.max is None or value > self.max:
-            self.max = value
         if self.n % self._stride:
+            if self.max is None or value > self.max:
+                self.max = value  # not kept: remember it if it is the largest
             return
         self.values.append(value)
         if self._timed:
             self.times.append(ts)
         if len(self.values) >= self._cap:
+            top = max(self.values)
+            self.max = top if self.max is None else max(self.max, top)
             self.values = self.values[::2]
             self.times = self.times[::2]
             self._stride *= 2
@@ -56,7 +58,10 @@ class Samples:
         data = np.frombuffer(self.values, np.int64) if len(self.values) else None
         for name, q in QUANTILES:
             out[name] = None if data is None else round(float(np.percentile(data, q)) / 1e3, 3)
-        out["max"] = None if self.max is None else round(self.max / 1e3, 3)
+        top = max(self.values) if len(self.values) else None
+        if self.max is not None:
+            top = self.max if top is None else max(top, self.max)
+        out["max"] = None if top is None else round(top / 1e3, 3)
         return out
 
 

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Final
 
 from consolidator.compare.latency import Samples
-from consolidator.compare.model import COMPARED, STREAMS, Rec
+from consolidator.compare.model import COMPARED, STREAMS, Rec, pair_text
 
 __all__ = ["MAX_IDS", "REF", "RING", "Lane", "Matcher", "StreamCounts"]
 
@@ -430,8 +429,9 @@ def _difference(lane: Lane, ref: Rec, ring: Rec) -> dict[str, Any]:
 
 
 def _text(value: object) -> object:
+    """A compared value for the report: pairs as decimal text, levels as lists."""
     if isinstance(value, tuple):
+        if len(value) == 2 and all(type(v) is int for v in value):
+            return pair_text(value)
         return [_text(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
     return value

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Final
 
 from consolidator.compare.latency import Series
 from consolidator.compare.matcher import Matcher
-from consolidator.compare.model import Rec
+from consolidator.compare.model import Rec, pair_text
 from consolidator.errors import ConfigError
 
 __all__ = ["OutDir"]
@@ -67,7 +66,7 @@ class OutDir:
         if kind == "late":
             self._records.pop(key, None)
         elif kind in ("missing", "extra"):
-            values = json.dumps([_plain(v) for v in rec.values])
+            values = json.dumps(_plain(rec.values))
             self._records[key] = [stream, symbol, rec.key, rec.first, kind, rec.ts_event,
                                   rec.ts_recv, rec.ts_commit, values]  # fmt: skip
 
@@ -78,8 +77,8 @@ class OutDir:
         if series is None:
             series = self._prices[symbol] = (Series(), Series())
         price = rec.values[0]
-        if isinstance(price, Decimal):
-            series[side].add(rec.ts_recv, float(price))
+        if isinstance(price, tuple):
+            series[side].add(rec.ts_recv, price[0] * 10.0 ** price[1])
 
     def write(self, report: dict[str, Any], matcher: Matcher) -> list[Path]:
         """Close the pair files, write the rest; returns every file written."""
@@ -102,8 +101,8 @@ class OutDir:
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, Decimal):
-        return format(value, "f")
     if isinstance(value, tuple):
+        if len(value) == 2 and all(type(v) is int for v in value):
+            return pair_text(value)
         return [_plain(v) for v in value]
     return value

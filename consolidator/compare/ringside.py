@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,7 +41,6 @@ _TRADE_COLUMNS: Final = ("trade_id", "ts_event", "ts_recv", "ts_commit", "price_
 _QUOTE_COLUMNS: Final = ("update_id", "ts_event", "ts_recv", "ts_commit", "bid_px_m", "bid_px_e",
                          "bid_qty_m", "bid_qty_e", "ask_px_m", "ask_px_e", "ask_qty_m",
                          "ask_qty_e", "symbol_id")  # fmt: skip
-_CACHE_MAX: Final = 1 << 16
 
 
 class RingSide:
@@ -88,7 +86,7 @@ class RingSide:
         self.sources: dict[str, Source] = {}
         self.lost: dict[str, int] = {}
         self.events: dict[str, int] = {}
-        self._decimals: dict[tuple[int, int], Decimal] = {}
+
         wanted = [*self.streams, *(["events"] if "events" in existing else [])]
         try:
             for stream in wanted:
@@ -116,15 +114,6 @@ class RingSide:
             return None
         return name
 
-    def _dec(self, mantissa: int, exponent: int) -> Decimal:
-        value = self._decimals.get((mantissa, exponent))
-        if value is None:
-            value = Decimal(mantissa).scaleb(exponent)
-            if len(self._decimals) >= _CACHE_MAX:
-                self._decimals.clear()
-            self._decimals[(mantissa, exponent)] = value
-        return value
-
     def poll(self, matcher: Matcher, until_ns: int | None = None) -> int:
         """Read what is new on every stream into ``matcher``; returns records read."""
         total = 0
@@ -148,30 +137,30 @@ class RingSide:
         return total
 
     def _trades(self, matcher: Matcher, batch: np.ndarray, until_ns: int | None) -> None:
-        add, side, dec, symbol = matcher.add, self.side, self._dec, self._symbol
-        columns = [batch[name].tolist() for name in _TRADE_COLUMNS]
+        add, side, symbol = matcher.add, self.side, self._symbol
+        columns = _canonical(batch, _TRADE_COLUMNS)
         rows = zip(*columns, strict=True)
         for tid, ts_event, ts_recv, ts_commit, pm, pe, qm, qe, sd, sid in rows:
             name = symbol(sid)
             if name is None or (until_ns is not None and ts_recv > until_ns):
                 continue
-            values = (dec(pm, pe), dec(qm, qe), _SIDES.get(sd, "unknown"))
+            values = ((pm, pe), (qm, qe), _SIDES.get(sd, "unknown"))
             add(side, "trades", name, Rec(tid, tid, ts_event, ts_recv, ts_commit, values))
 
     def _quotes(self, matcher: Matcher, batch: np.ndarray, until_ns: int | None) -> None:
-        add, side, dec, symbol = matcher.add, self.side, self._dec, self._symbol
-        columns = [batch[name].tolist() for name in _QUOTE_COLUMNS]
+        add, side, symbol = matcher.add, self.side, self._symbol
+        columns = _canonical(batch, _QUOTE_COLUMNS)
         for uid, ts_event, ts_recv, ts_commit, bm, be, bqm, bqe, am, ae, aqm, aqe, sid in zip(
             *columns, strict=True
         ):
             name = symbol(sid)
             if name is None or (until_ns is not None and ts_recv > until_ns):
                 continue
-            values = (dec(bm, be), dec(bqm, bqe), dec(am, ae), dec(aqm, aqe))
+            values = ((bm, be), (bqm, bqe), (am, ae), (aqm, aqe))
             add(side, "quotes", name, Rec(uid, uid, ts_event, ts_recv, ts_commit, values))
 
     def _depth(self, matcher: Matcher, batch: list[VarRecord], until_ns: int | None) -> None:
-        dec = self._dec
+        dec = _pair
         for record in batch:
             if record.record_type not in (RecordType.DEPTH, RecordType.SNAPSHOT):
                 continue
@@ -217,6 +206,38 @@ class RingSide:
         for source in self.sources.values():
             source.close()
         self.sources = {}
+
+
+def _canonical(batch: np.ndarray, columns: tuple[str, ...]) -> list[list[int]]:
+    """The columns as lists, each ``*_m``/``*_e`` pair (mantissa, exponent) made canonical
+    (`model.Pair`: no trailing zero in the mantissa; 0 as (0, 0)) for the whole batch at once."""
+    out = {name: batch[name] for name in columns}
+    for name in columns:
+        if not name.endswith("_m"):
+            continue
+        exp_name = name[:-2] + "_e"
+        mantissa = out[name].astype(np.int64)
+        exponent = out[exp_name].astype(np.int64)
+        zero = mantissa == 0
+        exponent[zero] = 0
+        for _ in range(19):
+            strip = (mantissa % 10 == 0) & ~zero
+            if not strip.any():
+                break
+            mantissa[strip] //= 10
+            exponent[strip] += 1
+        out[name], out[exp_name] = mantissa, exponent
+    return [out[name].tolist() for name in columns]
+
+
+def _pair(mantissa: int, exponent: int) -> tuple[int, int]:
+    """One canonical pair (see `_canonical`)."""
+    if mantissa == 0:
+        return 0, 0
+    while mantissa % 10 == 0:
+        mantissa //= 10
+        exponent += 1
+    return mantissa, exponent
 
 
 def _detail(text: str) -> dict[str, Any]:

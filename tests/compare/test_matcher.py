@@ -6,18 +6,22 @@ from decimal import Decimal
 
 from consolidator.compare.binance_ref import BinanceReference
 from consolidator.compare.matcher import REF, RING, Matcher
-from consolidator.compare.model import Rec
+from consolidator.compare.model import Rec, decimal_pair, pair_text
 
 S = 1_000_000_000
 SYM = "BTCUSDT"
 
 
+def dec(text: str) -> tuple[int, int]:
+    return decimal_pair(Decimal(text))
+
+
 def trade(key: int, t: int, price: str = "100.5", commit: int = 0) -> Rec:
-    return Rec(key, key, 5, t, commit, (Decimal(price), Decimal("1"), "buy"))
+    return Rec(key, key, 5, t, commit, (dec(price), dec("1"), "buy"))
 
 
 def diff(first: int, last: int, t: int) -> Rec:
-    return Rec(last, first, 5, t, 0, (first, None, ((Decimal("1"), Decimal("2")),), ()))
+    return Rec(last, first, 5, t, 0, (first, None, ((dec("1"), dec("2")),), ()))
 
 
 def test_pairs_match_by_id_and_exact_value() -> None:
@@ -114,7 +118,7 @@ def test_the_reference_parser_reads_binance_frames_exactly() -> None:
     frame = (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":2,"s":"BTCUSDT","t":7,'
              b'"p":"61837.63000000","q":"0.001","T":1,"m":true,"M":true}}')  # fmt: skip
     parsed = ref.parse(frame, 99)
-    values = (Decimal("61837.63"), Decimal("0.001"), "sell")
+    values = ((6183763, -2), (1, -3), "sell")
     assert parsed == ("trades", SYM, Rec(7, 7, 1_000_000, 99, 0, values))
     depth = (b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":3,"s":"BTCUSDT",'
              b'"U":5,"u":8,"b":[["1.0","0"]],"a":[]}}')  # fmt: skip
@@ -122,7 +126,17 @@ def test_the_reference_parser_reads_binance_frames_exactly() -> None:
     assert stream == "depth"
     assert rec is not None
     assert (rec.key, rec.first, rec.ts_event) == (8, 5, 3_000_000)
-    assert rec.values == (5, None, ((Decimal("1"), Decimal("0")),), ())
+    assert rec.values == (5, None, (((1, 0), (0, 0)),), ())
     for bad in (b"{", b'{"stream":"btcusdt@trade","data":{"t":1}}', b'{"result":null,"id":1}'):
         assert ref.parse(bad, 1) is None
     assert ref.unparsed == 2
+
+
+def test_decimal_pairs_are_canonical_and_exact() -> None:
+    assert dec("61837.63000000") == dec("61837.63") == (6183763, -2)
+    assert dec("0.00000000") == dec("0") == (0, 0)
+    assert dec("1200") == (12, 2)
+    assert dec("-0.0150") == (-15, -3)
+    assert dec("123456789012345678901234567890.1") == (1234567890123456789012345678901, -1)
+    assert pair_text((6183763, -2)) == "61837.63"
+    assert pair_text((12, 2)) == "1200"
