@@ -92,12 +92,11 @@ class Compare:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
-    def finish(self, after_grace: bool = True) -> tuple[int, dict[str, Any], str]:
-        """Ctrl-C once what was awaited is older than the grace window; the exit code, the
-        report and stderr."""
-        if after_grace:
+    def finish(self, interrupt: bool = True) -> tuple[int, dict[str, Any], str]:
+        """Ctrl-C once what was awaited is older than the grace window (or, not ``interrupt``,
+        wait for the end); the exit code, the report and stderr."""
+        if interrupt:
             time.sleep(GRACE_S + 0.3)  # the awaited records must leave the grace window
-        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         stdout, stderr = self.proc.communicate(timeout=60)
         assert stdout.strip(), f"no report; stderr: {stderr}"

@@ -8,12 +8,16 @@ import signal
 import struct
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from consolidator.process import stop_process
 from consolidator.records import TRADE_DTYPE
 from consolidator.ring.layout import HEADER_SIZE
+from consolidator.ring.registry import list_readers
 from consolidator.streams import ring_path
 from tests.compare.rig import SYMBOLS, clean, compare, rig
 from tests.feed.helpers import REPO, wait_until
@@ -150,7 +154,7 @@ def test_a_reference_disconnect_is_the_references_gap(tmp_path: Path) -> None:
         assert stream["matched"] > 0, name
 
 
-def test_two_captures_of_one_venue_match(tmp_path: Path) -> None:
+def test_two_captures_of_one_venue_match_live_and_in_their_journals(tmp_path: Path) -> None:
     from tests.feed.helpers import Feed, Writer
 
     with rig(tmp_path) as r:
@@ -158,20 +162,40 @@ def test_two_captures_of_one_venue_match(tmp_path: Path) -> None:
         second.write(venue="binance", symbols=["BTCUSDT", "ETHUSDT"], ws_url=r.sim.ws_url,
                      rest_url=r.sim.rest_url)  # fmt: skip
         writer = Writer(second)
+        flusher = subprocess.Popen(
+            [sys.executable, "-m", "consolidator.cli.main", "flusher", "--config-dir",
+             str(r.feed.root)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         try:
             wait_until(lambda: r.sessions() == 2, 30, "the second writer")
+            since = datetime.now(UTC).isoformat()
             with compare(r.feed, "--against", "f2") as mdcompare:
-                wait_until(lambda: (r.feed.shm_dir / "f1" / "readers").exists(), 10, "registry")
+                names = lambda: {e.name for e in list_readers(r.feed.shm_dir, "f1")}  # noqa: E731
+                wait_until(lambda: "mdcompare" in names(), 30, "mdcompare")
                 r.wait_trades_past(max(r.trade_ids()) + 40)
                 code, report, stderr = mdcompare.finish()
+            until = datetime.now(UTC).isoformat()
+            journal = r.feed.root / "state" / "journal"
+            wait_until(lambda: (journal / "f2" / "trades").is_dir(), 30, "the journals")
+            time.sleep(1.0)  # the flusher's last fsync (every 100 ms) is behind us
+            args = ["--against", "f2", "--journal", "--since", since, "--until", until]
+            with compare(r.feed, *args) as past:
+                past_code, past_report, past_stderr = past.finish(interrupt=False)
         finally:
             writer.stop()
+            stop_process(flusher)
     assert code == 0, (stderr, report["streams"])
     assert report["against"] == "f2"
     assert report["reference"] is None
     for name in ("trades", "quotes"):
         assert report["streams"][name]["matched"] > 0, name
         assert clean(report["streams"][name]), name
+    assert past_code == 0, (past_stderr, past_report["streams"])
+    for name, stream in past_report["streams"].items():
+        assert stream["matched"] > 0, name
+        assert clean(stream), name
 
 
 @pytest.mark.parametrize(
