@@ -80,12 +80,29 @@ class BinanceReference:
         return out
 
     def _dec(self, text: object) -> Pair:
-        """The exact value of a decimal string, as `Decimal` reads it (cached: prices repeat)."""
+        """The exact value of a decimal string, as `Decimal` reads it (cached: prices repeat).
+
+        Plain unsigned notation (what Binance sends) takes a short exact path, the same pair
+        `decimal_pair(Decimal(text))` gives (a test checks it); anything else goes through
+        `Decimal`.
+        """
         if type(text) is not str:
             raise TypeError("a Binance decimal is a JSON string")
         value = self._decimals.get(text)
         if value is None:
-            value = decimal_pair(Decimal(text))
+            head, _, frac = text.partition(".")
+            if head.isdigit() and head.isascii() and (not frac or frac.isdigit()):
+                frac = frac.rstrip("0")
+                mantissa, exponent = int(head + frac), -len(frac)
+                if mantissa == 0:
+                    exponent = 0
+                elif not frac:
+                    while mantissa % 10 == 0:
+                        mantissa //= 10
+                        exponent += 1
+                value = (mantissa, exponent)
+            else:
+                value = decimal_pair(Decimal(text))
             if len(self._decimals) >= _CACHE_MAX:
                 self._decimals.clear()
             self._decimals[text] = value

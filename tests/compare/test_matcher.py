@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from consolidator.compare.binance_ref import BinanceReference
 from consolidator.compare.matcher import REF, RING, Matcher
 from consolidator.compare.model import Rec, decimal_pair, pair_text
@@ -140,3 +143,13 @@ def test_decimal_pairs_are_canonical_and_exact() -> None:
     assert dec("123456789012345678901234567890.1") == (1234567890123456789012345678901, -1)
     assert pair_text((6183763, -2)) == "61837.63"
     assert pair_text((12, 2)) == "1200"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{0,12})?\Z")
+    | st.from_regex(r"\A-?[0-9]{1,5}(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,2})?\Z")
+)
+def test_the_reference_fast_decimal_path_agrees_with_decimal(text: str) -> None:
+    ref = BinanceReference("spot", "trade")
+    assert ref._dec(text) == decimal_pair(Decimal(text))
