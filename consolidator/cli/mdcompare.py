@@ -85,7 +85,7 @@ def _main(argv: Sequence[str] | None) -> int:
             raise ConfigError(f"--against {args.against}: the same feed as FEED")
     options = Options(
         feed=args.feed,
-        streams=tuple(dict.fromkeys(args.stream or STREAMS)),
+        streams=tuple(dict.fromkeys(args.stream)) if args.stream else None,
         symbols=tuple(dict.fromkeys(args.symbol)) if args.symbol else None,
         ws_url=args.ws_url,
         duration_s=args.duration,

@@ -9,6 +9,7 @@ connections in between; the reference connections feed the matcher as frames arr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -24,6 +25,7 @@ from consolidator.compare import report
 from consolidator.compare.binance_ref import BinanceReference
 from consolidator.compare.client import ReferenceClient
 from consolidator.compare.matcher import REF, RING, Matcher
+from consolidator.compare.model import STREAMS
 from consolidator.compare.output import OutDir
 from consolidator.compare.ringside import RingSide
 from consolidator.config import FeedConfig, GlobalConfig, load_feed
@@ -45,7 +47,7 @@ class Options:
     """What the command line asked for (validated by the front-end)."""
 
     feed: str
-    streams: tuple[str, ...]
+    streams: tuple[str, ...] | None = None  # None: those of trades, quotes, depth the feed has
     symbols: tuple[str, ...] | None = None
     ws_url: str | None = None
     duration_s: float | None = None
@@ -82,6 +84,13 @@ def _feed_config(config: GlobalConfig, feed: str) -> FeedConfig | None:
 
 def _symbols(config: GlobalConfig, opts: Options, feed_config: FeedConfig | None) -> list[str]:
     if opts.symbols:
+        _, id_of = symbol_names(config.shm_dir, config.state_dir, opts.feed)
+        carried = feed_config.symbols if feed_config is not None else None
+        for name in opts.symbols:
+            if (carried is not None and name not in carried) or (
+                carried is None and id_of(name) is None
+            ):
+                raise ConfigError(f"--symbol {name}: feed {opts.feed!r} does not carry it")
         return list(opts.symbols)
     if feed_config is not None and feed_config.symbols is not None:
         names = list(feed_config.symbols)
@@ -107,19 +116,29 @@ class _Run:
             feed_config: FeedConfig | None = load_feed(config, opts.feed)
         else:
             feed_config = _feed_config(config, opts.feed)
+        if opts.streams is None:
+            carried = feed_config.channels if feed_config is not None else STREAMS
+            opts = dataclasses.replace(opts, streams=tuple(s for s in STREAMS if s in carried))
+            self.opts = opts
+        assert opts.streams is not None
+        if opts.symbols and feed_config is not None and feed_config.symbols is not None:
+            for name in opts.symbols:
+                if name not in feed_config.symbols:
+                    raise ConfigError(f"--symbol {name}: feed {opts.feed!r} does not carry it")
+        self.streams: tuple[str, ...] = opts.streams
         self.until_ns = _until_ns(opts.until)
         history = None
         if opts.journal:
-            history = since(opts.since or "beginning", list(opts.streams))
+            history = since(opts.since or "beginning", list(self.streams))
         self.matcher = Matcher(
-            int(opts.grace_s * 1e9), opts.streams, ref_sequenced=opts.against is None
+            int(opts.grace_s * 1e9), self.streams, ref_sequenced=opts.against is None
         )
         self.sides: list[RingSide] = []
         self.client: ReferenceClient | None = None
         self.reference: dict[str, Any] | None = None
         try:
             self.ring = RingSide(
-                config.shm_dir, config.state_dir, opts.feed, opts.streams, None, RING, history
+                config.shm_dir, config.state_dir, opts.feed, self.streams, None, RING, history
             )
             self.sides.append(self.ring)
             if opts.against is not None:
@@ -128,7 +147,7 @@ class _Run:
                         config.shm_dir,
                         config.state_dir,
                         opts.against,
-                        opts.streams,
+                        self.streams,
                         None,
                         REF,
                         history,
@@ -157,7 +176,7 @@ class _Run:
         trade_stream = feed_config.trade_stream or ("trade" if market == "spot" else "aggTrade")
         depth_speed = str(getattr(feed_config, "depth_speed", "100ms") or "")
         parser = BinanceReference(market, trade_stream, depth_speed)
-        plan = parser.plan(self.symbols, opts.streams)
+        plan = parser.plan(self.symbols, self.streams)
         ws_url = (opts.ws_url or feed_config.ws_url).rstrip("/")
         self.client = ReferenceClient(ws_url, plan, parser, self.matcher)
         self.parser = parser

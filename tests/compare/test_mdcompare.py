@@ -206,6 +206,7 @@ def test_two_captures_of_one_venue_match_live_and_in_their_journals(tmp_path: Pa
         (["f1", "--duration", "-1"], "--duration"),
         (["f1", "--journal"], "--against"),
         (["f1", "--against", "f1"], "same feed"),
+        (["f1", "--symbol", "ETHUSDT"], "does not carry it"),
         (["f1", "--symbol", "NOSUCH", "--stream", "trades", "--ws-url", "http://x"], "--ws-url"),
     ],
 )
