@@ -11,7 +11,8 @@ Side `REF` is the reference (a live reference connection, or the ``--against`` f
 - only the ring has it: **extra**, unless the reference could not have seen it (its disconnects,
   the holes in its own id sequence, or, against another feed, that feed's declared gaps and
   snapshots): **not_seen_by_reference**;
-- the ring has it twice: **duplicates** (the reference's own repeats are counted apart).
+- the ring has it twice: **duplicates** (the reference's own repeats are counted apart);
+- the comparator itself was lapped on the ring there (`Matcher.lost`): **unchecked**.
 
 Only the overlap counts: a lane starts at the later of the two sides' first keys; a record is
 classified once it is older than ``grace`` (still in flight until then) and the other side has
