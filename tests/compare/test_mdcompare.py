@@ -239,3 +239,19 @@ def test_unknown_feed_rings_are_a_usage_error(tmp_path: Path) -> None:
         proc.stderr.strip() == f"mdcompare: error: no feed 'f1' under {tmp_path / 'shm'} "
         "(is its writer running?)"
     )
+
+
+def test_help_and_version() -> None:
+    from consolidator import __version__
+
+    base = [sys.executable, "-m", "consolidator.cli.mdcompare"]
+    helped = subprocess.run(
+        [*base, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert helped.returncode == 0
+    for option in ("--against", "--journal", "--grace", "--out", "--ws-url"):
+        assert option in helped.stdout
+    version = subprocess.run(
+        [*base, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert version.stdout == f"mdcompare {__version__}\n"
