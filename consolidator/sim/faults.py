@@ -1,6 +1,7 @@
 """Fault injection: spec parsing, arming, and per-frame / per-connection application.
 
-Spec grammar: ``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant=V]``.
+Spec grammar:
+``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant=V][,id=N][,conn=N]``.
 
 * ``drop-depth`` skips one diff-depth event (the book counter still advances).
 * ``duplicate`` sends a frame twice; ``reorder`` swaps two consecutive frames;
@@ -8,6 +9,13 @@ Spec grammar: ``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant
   when not given).
 * ``stall`` stops sending and answering pings on a connection (for ``duration`` seconds,
   forever when not given); ``reset`` aborts a connection with a TCP RST.
+* ``drop-trade``, ``drop-quote`` and ``drop-diff`` withhold one message from one connection
+  only (the market, and every other connection, go on as usual): the first trade (``t``, or
+  ``a`` for aggTrade), bookTicker (``u``) or diff-depth event (``u``) whose venue id is at least
+  ``id=N`` (default 0), on the ``conn=N``-th WebSocket connection the simulator accepted
+  (1-based; any connection when not given). ``count=N`` drops the next N such messages. What was
+  withheld is listed in ``FaultManager.snapshot()["dropped"]`` (``/sim/stats``).
+  ``conn=N`` also restricts ``stall`` and ``reset`` to that one connection.
 
 ``count`` is how many times the fault fires (default 1, or unlimited when ``prob`` is given;
 ``count=0`` means unlimited); ``prob`` is the chance that an eligible frame (or connection)
@@ -50,11 +58,27 @@ class FaultKind(StrEnum):
     MALFORMED = "malformed"
     STALL = "stall"
     RESET = "reset"
+    DROP_TRADE = "drop-trade"
+    DROP_QUOTE = "drop-quote"
+    DROP_DIFF = "drop-diff"
 
     @property
     def per_connection(self) -> bool:
         """Whether the fault applies to a whole connection rather than to frames."""
         return self in (FaultKind.STALL, FaultKind.RESET)
+
+    @property
+    def withholds(self) -> bool:
+        """Whether the fault withholds chosen messages from one connection."""
+        return self in _WITHHOLD_KEYS
+
+
+_WITHHOLD_KEYS: dict[FaultKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # kind: (stream name suffixes after "@", id keys in the payload, first found wins)
+    FaultKind.DROP_TRADE: (("trade", "aggTrade"), ("t", "a")),
+    FaultKind.DROP_QUOTE: (("bookTicker",), ("u",)),
+    FaultKind.DROP_DIFF: (("depth",), ("u",)),
+}
 
 
 _VARIANTS = ("json", "types", "event")
@@ -71,6 +95,8 @@ class FaultSpec:
     after: float = 0.0
     duration: float | None = None
     variant: str | None = None
+    min_id: int = 0
+    conn: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description."""
@@ -82,6 +108,8 @@ class FaultSpec:
             "after": self.after,
             "duration": self.duration,
             "variant": self.variant,
+            "id": self.min_id,
+            "conn": self.conn,
         }
 
 
@@ -111,7 +139,7 @@ def parse_fault(text: str) -> FaultSpec:
     values: dict[str, str] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("count", "prob", "after", "duration", "variant"):
+        if not sep or key not in ("count", "prob", "after", "duration", "variant", "id", "conn"):
             raise ValueError(f"bad fault option {option!r}")
         values[key] = value
     prob = _number("prob", values["prob"]) if "prob" in values else 1.0
@@ -126,6 +154,16 @@ def parse_fault(text: str) -> FaultSpec:
     variant = values.get("variant")
     if variant is not None and (kind is not FaultKind.MALFORMED or variant not in _VARIANTS):
         raise ValueError(f"bad malformed variant {variant!r} (one of {', '.join(_VARIANTS)})")
+    whole: dict[str, int] = {}
+    for key in ("id", "conn"):
+        if key in values:
+            if not kind.withholds and not (key == "conn" and kind.per_connection):
+                raise ValueError(f"fault option {key}= does not apply to {kind.value}")
+            if not values[key].isdigit():
+                raise ValueError(f"fault option {key}={values[key]!r} must be an integer >= 0")
+            whole[key] = int(values[key])
+    if whole.get("conn") == 0:
+        raise ValueError("fault option conn counts from 1")
     return FaultSpec(
         kind=kind,
         symbol=symbol.strip().upper() or None,
@@ -134,6 +172,8 @@ def parse_fault(text: str) -> FaultSpec:
         after=_number("after", values["after"]) if "after" in values else 0.0,
         duration=_number("duration", values["duration"]) if "duration" in values else None,
         variant=variant,
+        min_id=whole.get("id", 0),
+        conn=whole.get("conn"),
     )
 
 
@@ -154,6 +194,16 @@ class _Armed:
         return True
 
 
+def _frame_payload(frame: bytes) -> Any:
+    """The JSON of an encoded server text frame (see `consolidator.sim.frames`), or None."""
+    n = frame[1] & 0x7F
+    start = 2 if n < 126 else 4 if n == 126 else 10
+    try:
+        return orjson.loads(frame[start:])
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _stream_symbol(stream: str) -> str:
     return stream.partition("@")[0].upper()
 
@@ -171,6 +221,8 @@ class FaultManager:
         self._malformed_turn = 0
         self.applied: Counter[str] = Counter()
         self.frame_faults_armed = False
+        self.drops_armed = False
+        self.dropped: list[dict[str, Any]] = []
 
     def arm(self, spec: FaultSpec, now: float) -> None:
         """Arm a fault at loop time ``now``."""
@@ -183,6 +235,7 @@ class FaultManager:
             a.spec.kind in (FaultKind.DUPLICATE, FaultKind.REORDER, FaultKind.MALFORMED)
             for a in self._armed
         )
+        self.drops_armed = any(a.spec.kind.withholds for a in self._armed)
 
     def record(self, kind: FaultKind) -> None:
         """Count one application of ``kind``."""
@@ -209,12 +262,50 @@ class FaultManager:
                 return True
         return False
 
+    def withhold(self, conn_id: int, frames: list[OutFrame], now: float) -> list[OutFrame]:
+        """Drop the frames that due ``drop-trade/quote/diff`` faults pick on connection
+        ``conn_id`` (the simulator's 1-based connection number)."""
+        armed = [
+            a
+            for a in self._armed
+            if a.spec.kind.withholds
+            and a.remaining != 0
+            and (a.spec.conn is None or a.spec.conn == conn_id)
+            and now >= a.armed_at + a.spec.after
+        ]
+        if not armed:
+            return frames
+        out: list[OutFrame] = []
+        for frame in frames:
+            if not any(self._withheld(a, conn_id, frame) for a in armed):
+                out.append(frame)
+        return out
+
+    def _withheld(self, armed: _Armed, conn_id: int, frame: OutFrame) -> bool:
+        spec = armed.spec
+        name, _, rest = frame[1].partition("@")
+        suffixes, keys = _WITHHOLD_KEYS[spec.kind]
+        if armed.remaining == 0 or rest.partition("@")[0] not in suffixes:
+            return False
+        if spec.symbol is not None and name.upper() != spec.symbol:
+            return False
+        data = _frame_payload(frame[0])
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            data = data["data"]
+        ident = next((data[k] for k in keys if isinstance(data, dict) and k in data), None)
+        if not isinstance(ident, int) or ident < spec.min_id or not self._fire(armed):
+            return False
+        self.dropped.append(
+            {"kind": spec.kind.value, "conn": conn_id, "symbol": name.upper(), "id": ident}
+        )
+        return True
+
     def mutate(self, frames: list[OutFrame], combined: bool, now: float) -> list[OutFrame]:
         """Apply due frame faults (duplicate, reorder, malformed) to an outgoing batch."""
         out = frames
         for armed in list(self._armed):
             spec = armed.spec
-            if spec.kind.per_connection or spec.kind is FaultKind.DROP_DEPTH:
+            if spec.kind.per_connection or spec.kind in (FaultKind.DROP_DEPTH, *_WITHHOLD_KEYS):
                 continue
             if now < armed.armed_at + spec.after:
                 continue
@@ -291,6 +382,8 @@ class FaultManager:
                 continue
             if spec.symbol is not None and spec.symbol not in symbols:
                 continue
+            if spec.conn is not None and spec.conn != conn_id:
+                continue
             if now < max(armed.armed_at, opened_at) + spec.after:
                 continue
             armed.tried.add(conn_id)
@@ -308,4 +401,5 @@ class FaultManager:
         return {
             "applied": dict(self.applied),
             "armed": [{**a.spec.describe(), "remaining": a.remaining} for a in self._armed],
+            "dropped": list(self.dropped),
         }

@@ -192,6 +192,8 @@ class Session:
             self.frames_discarded += len(frames)
             return
         faults = self.ctx.faults
+        if faults.drops_armed:
+            frames = faults.withhold(self.id, frames, self.loop.time())
         if faults.frame_faults_armed:
             frames = faults.mutate(frames, self.combined, self.loop.time())
         transport.write(b"".join([f[0] for f in frames]))

@@ -155,11 +155,18 @@ def test_install_creates_the_user_the_directories_and_enables_the_suite(suite: S
 
 
 def test_commands_are_on_path_with_man_pages(suite: Suite) -> None:
-    for command in ("consolidator", "mdtail", "mdstat"):
+    for command in ("consolidator", "mdtail", "mdstat", "mdcompare"):
         version = suite.ns.run(command, "--version").stdout
         assert re.fullmatch(rf"{command} \d+\.\d+\.\d+\S*\n", version), version
         page = suite.ns.run("man", "-P", "cat", command).stdout
         assert "--config-dir" in page, f"man {command} shows the options of --help"
+    # mdcompare's plots: matplotlib (Agg) is bundled and draws a PNG.
+    code = (
+        "import io, consolidator.compare.plots as p; f, ax = p.plt.subplots(); "
+        "b = io.BytesIO(); f.savefig(b, format='png'); print(b.getvalue()[:4])"
+    )
+    python = "/usr/lib/consolidator/bin/python"
+    assert suite.ns.run(python, "-c", code).stdout.strip() == r"b'\x89PNG'"
     consolidator_page = suite.ns.run("man", "-P", "cat", "consolidator").stdout
     for sub in ("run", "flusher", "exporter", "sim"):
         assert f"consolidator {sub}" in consolidator_page

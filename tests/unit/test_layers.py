@@ -4,8 +4,10 @@
   points share lives in ``consolidator.process``.
 - There is no import cycle between the package's modules.
 - Venue protocols are sans-I/O: no asyncio, sockets or WebSocket library.
-- Independent checkers stay independent: the simulator never imports the writer's venue
-  protocols or its I/O driver (a shared bug would hide itself).
+- Independent checkers stay independent: the simulator, and the comparator (mdcompare's
+  reference parser and client, ``consolidator.compare``), never import the writer's venue
+  protocols or its I/O driver, not even through another module (a shared bug would hide
+  itself).
 """
 
 from __future__ import annotations
@@ -130,10 +132,28 @@ def test_venue_protocols_do_no_io(package: str) -> None:
     assert {name: deps for name, deps in offenders.items() if deps} == {}
 
 
-def test_the_simulator_shares_no_code_with_the_writer() -> None:
+@pytest.mark.parametrize("package", ["consolidator.sim", "consolidator.compare"])
+def test_independent_checkers_share_no_code_with_the_writer(package: str) -> None:
+    graph = _graph()
+    assert any(name.startswith(package) for name in graph), f"no module of {package} was read"
     offenders = {
-        name: sorted(m for m in deps if m.startswith(("consolidator.venues", "consolidator.feed")))
-        for name, deps in _graph().items()
-        if name.startswith("consolidator.sim")
-    }
+        name: sorted(
+            m for m in _reachable(graph, name)
+            if m.startswith(("consolidator.venues", "consolidator.feed"))
+        )
+        for name in graph
+        if name.startswith(package)
+    }  # fmt: skip
     assert {name: deps for name, deps in offenders.items() if deps} == {}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for module in graph.get(todo.pop(), ()):
+            if module not in seen:
+                seen.add(module)
+                todo.append(module)
+    return seen
