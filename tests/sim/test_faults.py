@@ -167,8 +167,10 @@ def test_connection_fault_after_delay_from_cli_spec() -> None:
             loop = asyncio.get_running_loop()
             survived = []
             for _ in range(3):
-                ws = await connect(f"{sim.ws_url}/ws/btcusdt@bookTicker")
+                # Before connecting: the server (this loop's clock too) counts "after" from its
+                # side's open, which a loaded loop may reach well before connect() returns.
                 start = loop.time()
+                ws = await connect(f"{sim.ws_url}/ws/btcusdt@bookTicker")
                 try:
                     while loop.time() - start < 3.0:  # the reset is due at 0.3 s: generous
                         await asyncio.wait_for(ws.recv(), 10)

@@ -198,9 +198,9 @@ def test_ping_and_pong_timeout() -> None:
         config = _cfg(rate=10, ping_interval=0.6, pong_timeout=1.5)
         async with running_sim(config) as sim:
             healthy = await connect(f"{sim.ws_url}/ws/btcusdt@trade")
-            raw = await RawWs.connect(f"{sim.ws_url}/ws")
             loop = asyncio.get_running_loop()
-            start = loop.time()
+            start = loop.time()  # before the server's side opens: its timers count from there
+            raw = await RawWs.connect(f"{sim.ws_url}/ws")
             pings: list[float] = []
             raw.send_frame(0xA, b"")
             while True:
