@@ -93,11 +93,10 @@ class FeedConfig:
     ``ring_scale`` (power of two multiplying default ring sizes), ``snapshot_limit`` (REST depth
     levels), ``depth_speed`` (Binance diff-depth interval, `DEPTH_SPEEDS`; default ``"100ms"``),
     ``compression`` (only ``false``: the writer's transport has no permessage-deflate),
-    ``rotate_after_s`` (make-before-break
-    rotation ahead of the venue's 24 h cut), ``rediscover_s`` (re-read the instrument list when
-    ``symbols = "all"``), ``stale_after_s`` (no data for this long: reconnect), ``cpu`` (the core to
-    pin the writer to), ``trade_stream`` (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"``
-    on spot, ``"aggTrade"`` on USD-M).
+    ``rotate_after_s`` (make-before-break rotation ahead of the venue's 24 h cut),
+    ``rediscover_s`` (re-read the instrument list when ``symbols = "all"``), ``stale_after_s`` (no
+    data for this long: reconnect), ``cpu`` (the core to pin the writer to), ``trade_stream``
+    (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"`` on spot, ``"aggTrade"`` on USD-M).
     """
 
     name: str

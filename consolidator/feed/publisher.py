@@ -135,6 +135,9 @@ class Publisher:
         self._events = _variable(rings["events"])
         self._depth = _variable(rings["depth"]) if "depth" in rings else None
         self._raw = _variable(rings["raw"]) if "raw" in rings else None
+        self._raw_ts = self._raw_conn = -1
+        self._raw_head = b""
+        """The raw records' header (receive time, connection) of the current socket read."""
         trades = rings.get("trades")
         quotes = rings.get("quotes")
         self._trades = trades.publish if isinstance(trades, FixedRingWriter) else None
@@ -179,8 +182,11 @@ class Publisher:
         w[self._n_bytes] += len(message)
         raw = self._raw
         if raw is not None:
+            if ts_recv != self._raw_ts or conn_id != self._raw_conn:  # a new socket read
+                self._raw_ts, self._raw_conn = ts_recv, conn_id
+                self._raw_head = _RAW_HEAD(ts_recv, conn_id, 0)
             try:
-                raw.publish(_RAW_T, _RAW_HEAD(ts_recv, conn_id, 0) + message)
+                raw.publish(_RAW_T, self._raw_head + message)
                 w[self._n_raw] += 1
             except RecordError:
                 self.counters.drops["raw_too_large"] += 1

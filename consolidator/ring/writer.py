@@ -358,55 +358,86 @@ class VariableRingWriter(RingWriter):
         self._heap_off = layout.heap_offset
         self._heap_chunk = max(HEAP_ALIGN, layout.heap_size >> 6)
         self._max_payload = layout.max_payload
+        self.publish, self._state = _variable_publisher(self, self._tail, self._heap_tail)
 
-    def publish(
-        self, record_type: int, payload: bytes | bytearray | memoryview, flags: int = 0
-    ) -> int:
-        """Publish one payload; returns its sequence number.
+    publish: Callable[..., int]
+    """``publish(record_type, payload, flags=0) -> seq``: publish one payload.
 
-        Raises:
-            RecordError: the payload is larger than a quarter of the heap.
-        """
+    Raises:
+        RecordError: the payload is larger than a quarter of the heap.
+    """
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next published record gets."""
+        return self._state()
+
+
+def _variable_publisher(
+    ring: VariableRingWriter, tail: int, heap_tail: int
+) -> tuple[Callable[..., int], Callable[[], int]]:
+    """``publish`` of a variable ring, with its state in closure cells (about a third cheaper
+    per record than a method reading it from the instance), and a function returning the tail.
+
+    Publication order (see ring/layout.py): heap intent and tail intent first, then the payload,
+    then its descriptor, then the tail.
+    """
+    mm = ring._mm
+    w = ring._words
+    clock = ring._clock
+    pack_descriptor = DESCRIPTOR.pack_into
+    descriptors = HEADER_SIZE
+    descriptor_size = DESCRIPTOR.size
+    mask = ring._mask
+    intent = ring._intent
+    intent_chunk = ring._intent_chunk
+    heap_intent = ring._heap_intent
+    heap_chunk = ring._heap_chunk
+    heap_size = ring._heap_size
+    heap_mask = ring._heap_mask
+    heap_off = ring._heap_off
+    max_payload = ring._max_payload
+    name = ring.path.name
+    w_heap_intent, w_tail_intent, w_tail = W_HEAP_INTENT, W_TAIL_INTENT, W_TAIL
+
+    def publish(record_type: int, payload: bytes | bytearray | memoryview, flags: int = 0) -> int:
+        nonlocal tail, intent, heap_tail, heap_intent
         n = len(payload)
-        if n > self._max_payload:
+        if n > max_payload:
             raise RecordError(
-                f"{self.path.name}: record of {n} bytes exceeds the ring's limit of "
-                f"{self._max_payload} bytes"
+                f"{name}: record of {n} bytes exceeds the ring's limit of {max_payload} bytes"
             )
-        mm = self._mm
-        w = self._words
-        seq = self._tail
-        pos = self._heap_tail
+        seq = tail
+        pos = heap_tail
         end = pos + n
-        if end > self._heap_intent:
-            self._heap_intent = end + self._heap_chunk
-            w[W_HEAP_INTENT] = self._heap_intent
-        if seq >= self._intent:
-            self._intent = seq + self._intent_chunk
-            w[W_TAIL_INTENT] = self._intent
-        start = pos & self._heap_mask
-        base = self._heap_off
-        room = self._heap_size - start
+        if end > heap_intent:
+            heap_intent = end + heap_chunk
+            w[w_heap_intent] = heap_intent
+        if seq >= intent:
+            intent = seq + intent_chunk
+            w[w_tail_intent] = intent
+        start = pos & heap_mask
+        at = heap_off + start
+        room = heap_size - start
         if n <= room:
-            mm[base + start : base + start + n] = payload
+            mm[at : at + n] = payload
         else:
             view = memoryview(payload)
-            mm[base + start : base + self._heap_size] = view[:room]
-            mm[base : base + n - room] = view[room:]
-        DESCRIPTOR.pack_into(
-            mm,
-            HEADER_SIZE + (seq & self._mask) * DESCRIPTOR.size,
-            seq,
-            pos,
-            self._clock(),
-            n,
-            record_type,
+            mm[at : heap_off + heap_size] = view[:room]
+            mm[heap_off : heap_off + n - room] = view[room:]
+        pack_descriptor(
+            mm, descriptors + (seq & mask) * descriptor_size, seq, pos, clock(), n, record_type,
             flags,
-        )
-        self._heap_tail = (end + 7) & ~7
-        self._tail = seq + 1
-        w[W_TAIL] = seq + 1
+        )  # fmt: skip
+        heap_tail = (end + 7) & ~7
+        tail = seq + 1
+        w[w_tail] = tail
         return seq
+
+    def state() -> int:
+        return tail
+
+    return publish, state
 
 
 def _align(value: int) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "checked_frame",
     "clear_decimal_memo",
     "decimal",
+    "decimal_memo",
     "make_event",
     "ms_to_ns",
     "parse_error",
@@ -222,6 +223,14 @@ def _remember(text: object) -> tuple[int, int]:
             _DECIMALS.clear()
         _DECIMALS[text] = value
     return value
+
+
+def decimal_memo() -> (
+    tuple[Callable[[object], tuple[int, int] | None], Callable[[object], tuple[int, int]]]
+):
+    """``(lookup, remember)`` for parsers that inline `decimal` on their hot path:
+    ``lookup(text) or remember(text)`` is ``decimal(text)`` without one function call."""
+    return _DECIMALS.get, _remember  # type: ignore[return-value]
 
 
 def clear_decimal_memo() -> None:

@@ -40,7 +40,7 @@ from consolidator.venues.base import (
     Output,
     VenueUsageError,
     checked_frame,
-    decimal,
+    decimal_memo,
     make_event,
     ms_to_ns,
     parse_error,
@@ -91,6 +91,9 @@ DEPTH_STREAMS: Final[dict[Market, dict[str, str]]] = {
 undocumented but used (real time)."""
 _Json = dict[str, object]
 _loads = orjson.loads
+_lookup, _remember = decimal_memo()  # `decimal(x)` is `_lookup(x) or _remember(x)`
+_new = tuple.__new__
+"""``_new(Trade, fields)`` is ``Trade(*fields)`` without the NamedTuple's Python ``__new__``."""
 _JSONDecodeError = orjson.JSONDecodeError
 
 
@@ -571,8 +574,10 @@ class BinanceProtocol:
             raise _WrongEventError
         trade_id = uint(data[self._trade_id_key])
         ts_event = ms_to_ns(data["T"])
-        price_m, price_e = decimal(data["p"])
-        qty_m, qty_e = decimal(data["q"])
+        price = data["p"]
+        price_m, price_e = _lookup(price) or _remember(price)
+        qty = data["q"]
+        qty_m, qty_e = _lookup(qty) or _remember(qty)
         maker = data["m"]
         if maker is not True and maker is not False:
             raise TypeError("m must be a boolean")
@@ -580,21 +585,28 @@ class BinanceProtocol:
         origin = data.get("X")
         if origin is not None and origin != "MARKET":
             flags |= _OFF_BOOK
-        trade = (ts_event, ts, trade_id, price_m, qty_m, entry.symbol_id, price_e, qty_e)
-        return Trade(*trade, _SELL if maker else _BUY, flags)
+        side = _SELL if maker else _BUY
+        fields = (ts_event, ts, trade_id, price_m, qty_m, entry.symbol_id, price_e, qty_e, side,
+                  flags)  # fmt: skip
+        return _new(Trade, fields)
 
     def _parse_quote(self, data: _Json, entry: _Symbol, ts: int) -> Quote:
         event = data.get("e")
         if event is not None and event != "bookTicker":
             raise _WrongEventError
         update_id = uint(data["u"])
-        bid_m, bid_e = decimal(data["b"])
-        bid_qty_m, bid_qty_e = decimal(data["B"])
-        ask_m, ask_e = decimal(data["a"])
-        ask_qty_m, ask_qty_e = decimal(data["A"])
+        text = data["b"]  # each key read just before its decimal: errors classify as before
+        bid_m, bid_e = _lookup(text) or _remember(text)
+        text = data["B"]
+        bid_qty_m, bid_qty_e = _lookup(text) or _remember(text)
+        text = data["a"]
+        ask_m, ask_e = _lookup(text) or _remember(text)
+        text = data["A"]
+        ask_qty_m, ask_qty_e = _lookup(text) or _remember(text)
         ts_event = _event_time(data)
-        head = (ts_event, ts, update_id, bid_m, bid_qty_m, ask_m, ask_qty_m, entry.symbol_id)
-        return Quote(*head, bid_e, bid_qty_e, ask_e, ask_qty_e)
+        fields = (ts_event, ts, update_id, bid_m, bid_qty_m, ask_m, ask_qty_m, entry.symbol_id,
+                  bid_e, bid_qty_e, ask_e, ask_qty_e)  # fmt: skip
+        return _new(Quote, fields)
 
     def _parse_depth(self, data: _Json, entry: _Symbol, ts: int) -> Depth:
         if data.get("e") != "depthUpdate":

@@ -7,8 +7,9 @@ Measures, in one run on this machine:
 1. **Throughput per writer core.** The simulator publishes a synthetic Binance spot market at full
    rate over loopback. The writer subscribes to trades, bookTicker and 100 ms depth of every symbol
    and publishes into its rings (raw frames included). Messages/s per CPU-second of the writer
-   process is compared with a *bare receive loop*: the same websockets client library, same
-   subscriptions, same event loop (uvloop), receiving frames and doing nothing (the floor).
+   process is compared with a *bare receive loop*: the writer's websocket library (picows),
+   same subscriptions, same event loop (uvloop), receiving frames and doing nothing but take
+   their bytes (the floor); a websockets loop, the M1 floor, is measured beside it.
 2. **Receive->commit latency** (``ts_commit - ts_recv`` of every published trade, quote and depth
    record) with the simulator paced at about 10 k and 30 k messages/s; read from the rings after the
    run so the measuring reader costs the writer nothing.
@@ -141,12 +142,14 @@ def subscriptions(symbols: list[str]) -> list[tuple[str, list[bytes]]]:
     return [(p.path, list(p.subscribe_frames)) for p in protocol.plan_connections()]
 
 
-async def _bare(ws_url: str, plans: list[tuple[str, list[bytes]]], seconds: float) -> int:
-    import websockets.asyncio.client as wsc
-
+async def _bare(
+    ws_url: str, plans: list[tuple[str, list[bytes]]], seconds: float, client: str
+) -> int:
     count = 0
 
-    async def one(path: str, frames: list[bytes]) -> None:
+    async def one_websockets(path: str, frames: list[bytes]) -> None:
+        import websockets.asyncio.client as wsc
+
         nonlocal count
         async with wsc.connect(
             ws_url + path, proxy=None, compression=None, max_size=1 << 24, ping_interval=None
@@ -157,6 +160,27 @@ async def _bare(ws_url: str, plans: list[tuple[str, list[bytes]]], seconds: floa
             async for _ in ws:
                 count += 1
 
+    async def one_picows(path: str, frames: list[bytes]) -> None:
+        import picows
+
+        class Counting(picows.WSListener):
+            def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+                nonlocal count
+                frame.get_payload_as_bytes()  # the writer needs the bytes too
+                count += 1
+
+        transport, _ = await picows.ws_connect(
+            Counting, ws_url + path, enable_auto_pong=True, max_frame_size=1 << 24, proxy=None
+        )
+        try:
+            for frame in frames:
+                transport.send(picows.WSMsgType.TEXT, frame)
+                await asyncio.sleep(0.25)
+            await transport.wait_disconnected()
+        finally:
+            transport.disconnect()
+
+    one = one_picows if client == "picows" else one_websockets
     tasks = [asyncio.create_task(one(p, f)) for p, f in plans]
     await asyncio.sleep(3.0)  # subscribed and flowing
     start_count, start_cpu, start = count, time.process_time(), time.perf_counter()
@@ -170,13 +194,16 @@ async def _bare(ws_url: str, plans: list[tuple[str, list[bytes]]], seconds: floa
     return int(frames / cpu) if cpu else 0 if wall else 0
 
 
-def bare_loop(ws_url: str, symbols: list[str], seconds: float) -> dict[str, float]:
-    """Frames per CPU-second of a websockets client that receives and does nothing."""
+def bare_loop(
+    ws_url: str, symbols: list[str], seconds: float, client: str = "picows"
+) -> dict[str, float]:
+    """Frames per CPU-second of a client (``picows``, the writer's library, or ``websockets``)
+    that receives and does nothing but take each frame's bytes."""
     import uvloop
 
     plans = subscriptions(symbols)
     start = time.process_time()
-    per_cpu = uvloop.run(_bare(ws_url, plans, seconds))
+    per_cpu = uvloop.run(_bare(ws_url, plans, seconds, client))
     return {"frames_per_cpu_s": per_cpu, "cpu_s": time.process_time() - start}
 
 
@@ -617,10 +644,11 @@ def main() -> None:
             args.json.write_text(json.dumps(results, indent=2))
         return
 
-    def bare_phase() -> dict[str, float]:
+    def bare_phase() -> dict[str, dict[str, float]]:
         sim = start_sim(args.symbols, "max")
         try:
-            return bare_loop(sim.hello["ws_url"], list(sim.hello["symbols"]), seconds)
+            url, names = sim.hello["ws_url"], list(sim.hello["symbols"])
+            return {c: bare_loop(url, names, seconds, c) for c in ("picows", "websockets")}
         finally:
             sim.stop()
 
@@ -640,23 +668,34 @@ def main() -> None:
     finally:
         sim.stop()
     bare2 = bare_phase()
-    floor = statistics.mean([bare["frames_per_cpu_s"], bare2["frames_per_cpu_s"]])
-    ratio = full["frames_per_cpu_s"] / floor if floor else 0.0
-    results["throughput"] = {"writer": full, "bare": [bare, bare2], "ratio": ratio}
+    floors = {
+        c: statistics.mean([bare[c]["frames_per_cpu_s"], bare2[c]["frames_per_cpu_s"]])
+        for c in ("picows", "websockets")
+    }
+    ratios = {c: full["frames_per_cpu_s"] / f if f else 0.0 for c, f in floors.items()}
+    ratio = ratios["picows"]
+    results["throughput"] = {
+        "writer": full,
+        "bare": [bare, bare2],
+        "ratio": ratio,
+        "ratio_websockets": ratios["websockets"],
+    }
     print("\n1. Throughput at full rate (simulator --rate max, loopback)")
-    print(
-        f"   bare websockets receive loop : {floor:>10,.0f} frames per CPU-second"
-        " (mean of before/after)"
-    )
+    for client, floor in floors.items():
+        print(
+            f"   bare {client:<10} receive loop: {floor:>10,.0f} frames per CPU-second"
+            " (mean of before/after)"
+        )
     print(
         f"   writer (raw ring on)         : {full['frames_per_cpu_s']:>10,.0f} "
         "frames per CPU-second "
         f"({full['frames_per_s']:,.0f} frames/s wall, {full['cpu_cores']:.2f} cores)"
     )
     print(
-        f"   ratio writer / bare          : {ratio:.2f}   (target >= 0.8)  "
+        f"   ratio writer / bare picows   : {ratio:.2f}   (target >= 0.8)  "
         f"{'PASS' if ratio >= 0.8 else 'FAIL'}"
     )
+    print(f"   ratio writer / bare websockets: {ratios['websockets']:.2f}   (the M1 baseline)")
     print(f"   books synchronized first     : {full['books_synced']}/{len(symbols)}")
     print(
         f"   published mix                : depth {full['mix_depth']:.0%}, "

@@ -5,7 +5,8 @@ Run: ``.venv/bin/python -m tools.bench.publisher [--base REV] [--messages N] [--
 Method: ``consolidator/feed/publisher.py`` and ``counters.py`` of ``--base`` (default HEAD) are
 loaded from git beside the working tree's; both publish the same Binance messages (trade and
 bookTicker alternating, one symbol) into the same rings, ``Publisher.on_message`` for each and
-``end_batch`` (where it exists) every 1, 4 or 16 messages, as one socket read would deliver them.
+``end_batch`` (where it exists) every 1, 4 or 16 messages, as one socket read would deliver them
+(all with the receive time of that read).
 Rounds alternate (base, current, base, ...); process CPU time per message; the median of the rounds
 and the ratio current / base are printed. In-process and CPU-only, so machine noise is small next
 to the feed benchmark's.
@@ -99,10 +100,12 @@ def per_message_ns(
     on_message = publisher.on_message
     end: Callable[[], None] = getattr(publisher, "end_batch", lambda: None)
     start = time.process_time_ns()
+    ts = clock()
     for i, frame in enumerate(frames):
-        on_message(1, frame, clock())
+        on_message(1, frame, ts)  # the messages of one read share its receive time
         if i % batch == batch - 1:
             end()
+            ts = clock()
     return (time.process_time_ns() - start) / len(frames)
 
 
