@@ -1,6 +1,7 @@
 """Feed writer benchmark: simulator -> ``consolidator run`` -> rings, against a bare receive loop.
 
-Run: ``.venv/bin/python -m tools.bench.feed [--quick] [--soak SECONDS] [--profile] [--json PATH]``
+Run: ``.venv/bin/python -m tools.bench.feed [--quick] [--soak SECONDS] [--profile] [--json PATH]
+[--readers-only | --compare-only]``
 
 Measures, in one run on this machine:
 
@@ -22,6 +23,10 @@ Measures, in one run on this machine:
    the readers themselves took. Paced at 10 k msgs/s and at full rate; first as the scheduler
    places everyone, then with the writer pinned to a CPU of its own (the simulator and the readers
    on the others), as deployed. ``--readers-only`` runs just this.
+6. **Writer vs cryptofeed vs bare picows loops** on the fast simulator (recorded message mix), the
+   writer pinned; receive->commit at 10 k and 50 k msgs/s pinned, next to the stall floor;
+   ``redundancy = 2`` (skipped until it exists). See `tools.bench.compare`; ``--compare-only``
+   runs just this.
 
 The message mix is reported as measured (depth / quotes / trades share of published records).
 
@@ -97,9 +102,9 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
         proc.stdout.close()
 
 
-def start_sim(symbols: int, rate: str) -> Sim:
+def start_sim(symbols: int, rate: str, mode: str = "synthetic") -> Sim:
     proc = subprocess.Popen(
-        [PY, "-m", "consolidator.sim.cli", "--venue", "binance", "--port", "0",
+        [PY, "-m", "consolidator.sim.cli", "--venue", "binance", "--port", "0", "--mode", mode,
          "--symbols", str(symbols), "--rate", rate, "--weight-limit", "1000000",
          "--max-send-buffer", str(1 << 30)],
         stdout=subprocess.PIPE, text=True,
@@ -192,7 +197,7 @@ class Writer:
         return self.proc.returncode
 
 
-def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
+def start_writer(sim: Sim, symbols: list[str], raw: bool = True, cpu: int | None = None) -> Writer:
     root = Path(tempfile.mkdtemp(prefix="bench-feed-"))
     shm = Path(tempfile.mkdtemp(prefix="bench-feed-", dir="/dev/shm"))
     (root / "feeds").mkdir()
@@ -200,7 +205,7 @@ def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
     (root / "feeds" / f"{FEED}.toml").write_text(
         f'venue = "binance"\nsymbols = {json.dumps(symbols)}\nraw = {str(raw).lower()}\n'
         f'ws_url = "{sim.hello["ws_url"]}"\nrest_url = "{sim.hello["rest_url"]}"\n'
-        "snapshot_limit = 100\nring_scale = 2\n"
+        "snapshot_limit = 100\nring_scale = 2\n" + ("" if cpu is None else f"cpu = {cpu}\n")
     )
     env = {**os.environ, "CONSOLIDATOR_CONFIG_DIR": str(root)}
     proc = subprocess.Popen(
@@ -280,9 +285,14 @@ def latencies(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
+def latency_run(symbols: int, rate: int, seconds: float, pinned: bool = False) -> dict[str, Any]:
+    """Receive->commit of the writer against the synthetic simulator paced at ``rate``;
+    ``pinned``: the simulator on the first CPU, the writer on the last (its ``cpu`` key)."""
     sim = start_sim(symbols, str(rate))
-    writer = start_writer(sim, list(sim.hello["symbols"]))
+    cpus = sorted(os.sched_getaffinity(0))
+    if pinned:
+        pin(sim.proc.pid, {cpus[0]})
+    writer = start_writer(sim, list(sim.hello["symbols"]), cpu=cpus[-1] if pinned else None)
     try:
         synced = wait_synced(writer, symbols)
         since = tails(writer)
@@ -601,6 +611,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--readers-only", action="store_true", help="only section 5 (readers)")
+    parser.add_argument(
+        "--compare-only", action="store_true", help="only section 6 (writer vs cryptofeed, picows)"
+    )
     parser.add_argument("--batch-reader", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_reader is not None:
@@ -611,6 +624,13 @@ def main() -> None:
     print(f"feed benchmark: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
           f"{args.symbols} symbols, {seconds:.0f} s per measurement")  # fmt: skip
     results: dict[str, Any] = {}
+    if args.compare_only:
+        from tools.bench.compare import compare_section
+
+        compare_section(args.symbols, seconds, args.quick, results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     if args.readers_only:
         readers_section(args.symbols, seconds, results)
         if args.json:
@@ -702,6 +722,9 @@ def main() -> None:
         for name, pct in prof:
             print(f"   {pct:5.1f}%  {name}")
     readers_section(args.symbols, seconds, results)
+    from tools.bench.compare import compare_section
+
+    compare_section(args.symbols, seconds, args.quick, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
