@@ -122,10 +122,13 @@ class Template:
         self.ev_ids = np.array(ev_ids, dtype=np.int64)
         self.ev_times = np.array(ev_times, dtype=np.int64)
         self.ev_frames = np.array(ev_frames, dtype=np.int64)
-        self.id_pos = np.array(id_pos, dtype=np.int64)
+        # Byte index of every digit, computed once (int32: a template is well under 2 GiB).
+        self.id_index = (np.array(id_pos, dtype=np.int64)[:, None] + _ID_COLS).astype(np.int32)
         self.id_base = np.array(id_base, dtype=np.int64)
         self.id_inc = np.array(id_inc, dtype=np.int64)
-        self.time_pos = np.array(time_pos, dtype=np.int64)
+        self.time_index = (np.array(time_pos, dtype=np.int64)[:, None] + _TIME_COLS).astype(
+            np.int32
+        )
 
     @property
     def frames(self) -> int:
@@ -139,11 +142,11 @@ class Template:
         a, b = self.ev_ids[start], self.ev_ids[stop]
         if b > a:
             values = self.id_base[a:b] + rnd * self.id_inc[a:b]
-            buf[self.id_pos[a:b, None] + _ID_COLS] = _id_digits(values)
+            buf[self.id_index[a:b]] = _id_digits(values)
         a, b = self.ev_times[start], self.ev_times[stop]
         if b > a:
             digits = np.frombuffer(b"%013d" % now_ms, dtype=np.uint8)
-            buf[self.time_pos[a:b, None] + _TIME_COLS] = digits
+            buf[self.time_index[a:b]] = digits
         data = buf[self.ev_off[start] : self.ev_off[stop]].tobytes()
         return data, int(self.ev_frames[stop] - self.ev_frames[start])
 

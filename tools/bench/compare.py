@@ -19,7 +19,10 @@ The simulator starts at 2,000 events/s until the receiver is subscribed (the wri
 synchronized), then runs unlimited: it sends as fast as the receiver drains (TCP flow control),
 so each receiver runs at its own maximum. Measured over the window: messages/s (wall) and CPU
 microseconds per message (the receiver process's user + system CPU / messages), and the ratios
-writer / picows + orjson and writer / cryptofeed (per CPU, i.e. messages per CPU-second).
+writer / picows + orjson and writer / cryptofeed (per CPU, i.e. messages per CPU-second). The
+simulator's own cores and CPU per message are shown too: on a busy machine a receiver may be
+held back by a starved simulator (then "cores" < 1 for both), and the simulator's CPU per
+message says how many frames/s it could send with a core of its own.
 
 Then receive->commit of the writer (pinned, the synthetic simulator on the other CPU, each event
 sent when due) at 10 k and 50 k msgs/s, median of three runs (one with ``--quick``), next to the
@@ -110,10 +113,15 @@ def _pinned_sim(symbols: int, cpu: int) -> feed.Sim:
     return sim
 
 
-def _window(status: _Status, seconds: float) -> dict[str, float]:
-    a = status.sample()
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _window(status: _Status, seconds: float, sim: feed.Sim) -> dict[str, float]:
+    a, sim_a = status.sample(), _cpu_s(sim.proc.pid)
     time.sleep(seconds)
-    b = status.sample()
+    b, sim_b = status.sample(), _cpu_s(sim.proc.pid)
     frames = b["frames"] - a["frames"]
     cpu = b["cpu"] - a["cpu"]
     wall = b["t"] - a["t"]
@@ -122,6 +130,8 @@ def _window(status: _Status, seconds: float) -> dict[str, float]:
         "msgs_per_s": frames / wall if wall else 0.0,
         "cpu_us_per_msg": 1e6 * cpu / frames if frames else 0.0,
         "cores": cpu / wall if wall else 0.0,
+        "sim_cores": (sim_b - sim_a) / wall if wall else 0.0,
+        "sim_cpu_us_per_msg": 1e6 * (sim_b - sim_a) / frames if frames else 0.0,
     }
 
 
@@ -140,7 +150,7 @@ def run_loop(symbols: int, seconds: float, parse: bool, cpus: tuple[int, int]) -
         _wait_frames(status, proc)
         feed.set_rate(sim, 0)
         time.sleep(2.0)
-        return _window(status, seconds)
+        return _window(status, seconds, sim)
     finally:
         feed.stop(proc)
         sim.stop()
@@ -180,7 +190,7 @@ def run_cryptofeed(
         time.sleep(5.0)
         feed.set_rate(sim, 0)
         time.sleep(2.0)
-        return _window(status, seconds)
+        return _window(status, seconds, sim)
     finally:
         feed.stop(proc)
         sim.stop()
@@ -195,9 +205,11 @@ def run_writer(symbols: int, seconds: float, cpus: tuple[int, int]) -> dict[str,
         feed.set_rate(sim, 0)
         time.sleep(2.0)
         ps = psutil.Process(writer.proc.pid)
+        s0 = _cpu_s(sim.proc.pid)
         t0, c0, k0 = time.perf_counter(), ps.cpu_times(), feed.tails(writer)["raw"]
         time.sleep(seconds)
         t1, c1, k1 = time.perf_counter(), ps.cpu_times(), feed.tails(writer)["raw"]
+        s1 = _cpu_s(sim.proc.pid)
         mem = feed.memory_mib(writer.proc.pid)
     finally:
         writer.stop()
@@ -210,6 +222,8 @@ def run_writer(symbols: int, seconds: float, cpus: tuple[int, int]) -> dict[str,
         "msgs_per_s": frames / (t1 - t0),
         "cpu_us_per_msg": 1e6 * cpu / frames if frames else 0.0,
         "cores": cpu / (t1 - t0),
+        "sim_cores": (s1 - s0) / (t1 - t0),
+        "sim_cpu_us_per_msg": 1e6 * (s1 - s0) / frames if frames else 0.0,
         "books_synced": synced,
         "rss_mib": mem["RssAnon"] + mem["RssFile"],
     }
@@ -240,7 +254,8 @@ def _row(name: str, r: dict[str, Any] | None, base: dict[str, Any] | None, note:
     ratio = base["cpu_us_per_msg"] / r["cpu_us_per_msg"] if base and r["cpu_us_per_msg"] else 0
     per_core = 1e6 / r["cpu_us_per_msg"] if r["cpu_us_per_msg"] else 0.0
     print(f"   {name:<18} {r['msgs_per_s']:>12,.0f} {r['cpu_us_per_msg']:>10.2f} "
-          f"{r['cores']:>7.2f} {per_core:>14,.0f} {ratio:>10.2f}  {note}")  # fmt: skip
+          f"{r['cores']:>7.2f} {per_core:>14,.0f} {ratio:>10.2f} {r['sim_cores']:>10.2f} "
+          f"{r['sim_cpu_us_per_msg']:>10.2f}  {note}")  # fmt: skip
 
 
 def compare_section(symbols: int, seconds: float, quick: bool, results: dict[str, Any]) -> None:
@@ -268,7 +283,7 @@ def compare_section(symbols: int, seconds: float, quick: bool, results: dict[str
             cf_note = f"FAILED: {exc}"
     base = rows["picows_orjson"]
     print(f"   {'receiver':<18} {'msgs/s':>12} {'CPU us/msg':>10} {'cores':>7} "
-          f"{'msgs/CPU-s':>14} {'vs orjson':>10}")  # fmt: skip
+          f"{'msgs/CPU-s':>14} {'vs orjson':>10} {'sim cores':>10} {'sim us/msg':>10}")  # fmt: skip
     _row("picows", rows["picows"], base)
     _row("picows + orjson", base, base)
     w = rows["writer"]
