@@ -12,8 +12,8 @@ to a stream receive the same messages), so the REST snapshot of a symbol is the 
 last diff sent (`SymbolCycle.book_at`), with that diff's ``u`` as ``lastUpdateId``. Blocks go
 out as fast as the slowest subscribed connection drains (the transport's flow control: a venue
 would instead drop the slow client) or, with a finite ``rate`` (events/s, counted over the
-whole cycle), each block when it is due. Connection faults apply; frame faults do not (frames
-are never re-encoded), nor do the truth logs.
+whole cycle), each block when it is due. Connection faults apply; frame faults and
+``drop-depth`` do not (frames are never re-encoded, the cycle is fixed), nor do the truth logs.
 """
 
 from __future__ import annotations
