@@ -293,9 +293,9 @@ def compare_section(symbols: int, seconds: float, quick: bool, results: dict[str
     _row("cryptofeed", rows["cryptofeed"], base, cf_note)
     p = rows["picows"]
     sim_rate = 1e6 / p["sim_cpu_us_per_msg"] if p["sim_cpu_us_per_msg"] else 0.0
-    wall = "PASS" if p["msgs_per_s"] >= 1e6 else "FAIL"
+    verdict = "PASS" if p["msgs_per_s"] >= 1e6 else "FAIL"
     print(f"   fast simulator: {p['msgs_per_s']:,.0f} frames/s to the bare loop (target >= 1M: "
-          f"{wall}), using {p['sim_cores']:.2f} cores: {sim_rate:,.0f} frames per simulator "
+          f"{verdict}), using {p['sim_cores']:.2f} cores: {sim_rate:,.0f} frames per simulator "
           "CPU-second")  # fmt: skip
     per_core = 1e6 / w["cpu_us_per_msg"] if w["cpu_us_per_msg"] else 0.0
     vs_orjson = base["cpu_us_per_msg"] / w["cpu_us_per_msg"] if w["cpu_us_per_msg"] else 0.0
