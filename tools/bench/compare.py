@@ -24,10 +24,11 @@ simulator's own cores and CPU per message are shown too: on a busy machine a rec
 held back by a starved simulator (then "cores" < 1 for both), and the simulator's CPU per
 message says how many frames/s it could send with a core of its own.
 
-Then receive->commit of the writer (pinned, the synthetic simulator on the other CPU, each event
-sent when due) at 10 k and 50 k msgs/s, median of three runs (one with ``--quick``), next to the
-machine's stall floor measured in the same run (`tools.bench.ring.run_stall_floor`: what a
-zero-cost transport would show given the CPUs' stalls). ``redundancy = 2`` is reported as
+Then receive->commit of the writer (pinned; the fast simulator on the other CPU, paced: each
+block of the events due sent when due, woken by a timerfd) at 10 k and 50 k events/s, median of
+three runs (one with ``--quick``), next to the machine's stall floor measured in the same run
+(`tools.bench.ring.run_stall_floor`: what a zero-cost transport would show given the CPUs'
+stalls). ``redundancy = 2`` is reported as
 skipped until the writer has it.
 """
 
@@ -44,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 from tools.bench import feed
@@ -229,15 +231,45 @@ def run_writer(symbols: int, seconds: float, cpus: tuple[int, int]) -> dict[str,
     }
 
 
+def latency_run(symbols: int, rate: int, seconds: float, cpus: tuple[int, int]) -> dict[str, Any]:
+    """Receive->commit (every trade, quote and depth record) of the pinned writer against the
+    fast simulator paced at ``rate`` events/s (each block of events sent when due), after every
+    book synchronized at 2,000 events/s."""
+    sim = _pinned_sim(symbols, cpus[0])
+    writer = feed.start_writer(sim, list(sim.hello["symbols"]), cpu=cpus[1])
+    try:
+        synced = feed.wait_synced(writer, symbols)
+        feed.set_rate(sim, rate)
+        time.sleep(1.0)
+        since, t0 = feed.tails(writer), time.perf_counter()
+        time.sleep(seconds)
+        until, t1 = feed.tails(writer), time.perf_counter()
+        us = feed.latencies(writer, since, until) / 1000.0
+    finally:
+        writer.stop()
+        sim.stop()
+        feed.cleanup(writer)
+    p50, p99, p999 = (float(v) for v in np.percentile(us, [50, 99, 99.9]))
+    return {
+        "books_synced": synced,
+        "msgs_s": (until["raw"] - since["raw"]) / (t1 - t0),
+        "records": len(us),
+        "p50_us": p50,
+        "p99_us": p99,
+        "p999_us": p999,
+        "max_us": float(us.max()) if len(us) else 0.0,
+    }
+
+
 def latency_pinned(
-    symbols: int, rates: tuple[int, ...], seconds: float, repeats: int
+    symbols: int, rates: tuple[int, ...], seconds: float, repeats: int, cpus: tuple[int, int]
 ) -> list[dict[str, Any]]:
-    """Receive->commit of the pinned writer per rate (median over ``repeats`` runs of each
-    percentile) next to the stall floor measured just before each rate's runs."""
+    """`latency_run` per rate (median over ``repeats`` runs of each percentile) next to the stall
+    floor measured just before each rate's runs."""
     out = []
     for rate in rates:
         floor = run_stall_floor(rate, min(seconds, 10.0))
-        runs = [feed.latency_run(symbols, rate, seconds, pinned=True) for _ in range(repeats)]
+        runs = [latency_run(symbols, rate, seconds, cpus) for _ in range(repeats)]
         row: dict[str, Any] = {"rate": rate, "runs": runs}
         for key in ("msgs_s", "p50_us", "p99_us", "p999_us", "max_us"):
             row[key] = statistics.median(r[key] for r in runs)
@@ -316,10 +348,10 @@ def compare_section(symbols: int, seconds: float, quick: bool, results: dict[str
     rows["redundancy_2"] = "skipped: not implemented"
 
     repeats = 1 if quick else 3
-    print(f"\n   Receive->commit, writer pinned (CPU {pair[1]}), synthetic simulator pacing each "
-          f"event (CPU {pair[0]}), median of {repeats} run(s); floor = zero-cost transport "
-          "given the CPUs' stalls, same run")  # fmt: skip
-    latency = latency_pinned(symbols, (10_000, 50_000), seconds, repeats)
+    print(f"\n   Receive->commit, writer pinned (CPU {pair[1]}), fast simulator paced, each block "
+          f"of events sent when due (CPU {pair[0]}), median of {repeats} run(s); floor = "
+          "zero-cost transport given the CPUs' stalls, same run")  # fmt: skip
+    latency = latency_pinned(symbols, (10_000, 50_000), seconds, repeats, pair)
     rows["latency"] = latency
     print(f"   {'rate':>8} {'msgs/s seen':>12} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} "
           f"{'max us':>9}   floor p50/p99/p99.9/max us")  # fmt: skip

@@ -285,14 +285,9 @@ def latencies(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def latency_run(symbols: int, rate: int, seconds: float, pinned: bool = False) -> dict[str, Any]:
-    """Receive->commit of the writer against the synthetic simulator paced at ``rate``;
-    ``pinned``: the simulator on the first CPU, the writer on the last (its ``cpu`` key)."""
+def latency_run(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
     sim = start_sim(symbols, str(rate))
-    cpus = sorted(os.sched_getaffinity(0))
-    if pinned:
-        pin(sim.proc.pid, {cpus[0]})
-    writer = start_writer(sim, list(sim.hello["symbols"]), cpu=cpus[-1] if pinned else None)
+    writer = start_writer(sim, list(sim.hello["symbols"]))
     try:
         synced = wait_synced(writer, symbols)
         since = tails(writer)
