@@ -89,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
-        help="synthetic (default), or replay (with --replay DIR)",
+        help="synthetic (default; each event sent when due), replay (with --replay DIR), or "
+        "fast (pre-encoded frames in the recorded message mix, > 1 M frames/s; --rate "
+        "defaults to max)",
     )
     p.add_argument(
         "--replay",
@@ -100,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-prefix", help="recorded file prefix (BINANCE, BINANCE_FUTURES...)")
     p.add_argument("--speed", type=_speed, default=1.0, help="recorded | max | factor")
     p.add_argument("--symbols", default="8", help="count, or comma-separated symbol list")
-    p.add_argument("--rate", type=_rate, default=1000.0, help="market events/s, or max")
+    p.add_argument(
+        "--rate", type=_rate, help="market events/s, or max (default 1000; fast mode: max)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--book-levels", type=_count, default=150, help="initial levels per side")
     p.add_argument("--ping-interval", type=_positive, help="seconds (20 spot, 180 usdm)")
@@ -145,6 +149,9 @@ def build_config(args: argparse.Namespace) -> SimConfig:
             raise ValueError(f"--replay {args.replay}: not a directory")
     elif mode is Mode.REPLAY:
         raise ValueError("--mode replay needs --replay DIR (the recordings' directory)")
+    rate = args.rate
+    if rate is None:
+        rate = math.inf if mode is Mode.FAST else 1000.0
     return SimConfig(
         venue=Venue(args.venue),
         host=args.host,
@@ -156,7 +163,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         speed=args.speed,
         symbols=symbols,
         symbol_count=count,
-        rate=args.rate,
+        rate=rate,
         seed=args.seed,
         ping_interval=args.ping_interval,
         pong_timeout=args.pong_timeout,

@@ -35,6 +35,7 @@ class Mode(StrEnum):
 
     SYNTHETIC = "synthetic"
     REPLAY = "replay"
+    FAST = "fast"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,8 @@ class SimConfig:
         rest_port: REST port; None = ``port + 1`` when ``port`` is set, else ephemeral.
         speed: Replay speed factor (``inf`` = as fast as possible).
         symbols: Explicit synthetic symbols; when empty, ``symbol_count`` are generated.
-        rate: Synthetic trade + aggTrade + bookTicker events per second (``inf`` = max).
+        rate: Synthetic trade + aggTrade + bookTicker events per second (``inf`` = max); in
+            fast mode, events of the cycle per second (trades, tickers and depth updates).
         weight_window: REST weight window in seconds (the real venue: 60).
         ban_seconds: First 418 ban length (doubles on each further ban).
         max_send_buffer: Bytes queued for a client before it is dropped as too slow.

@@ -22,6 +22,7 @@ from consolidator.sim.exchange_info import exchange_info
 from consolidator.sim.faults import FaultKind, FaultManager
 from consolidator.sim.hub import Hub
 from consolidator.sim.market_state import DepthTracker, SymbolState
+from consolidator.sim.pacing import Pacer
 from consolidator.sim.streams import StreamKey
 from consolidator.sim.symbols import build_specs, spec_for_name
 from consolidator.sim.truth import TruthLog
@@ -31,7 +32,6 @@ __all__ = ["SyntheticMarket"]
 _P_TRADE = 0.12
 _P_CANCEL = 0.42
 _MIN_LEVELS = 10
-_MIN_TURN = 0.001
 _DEPTH_PHASES = 10
 
 
@@ -92,7 +92,7 @@ class SyntheticMarket:
                 state.trackers.append(tracker)
                 self._trackers.setdefault(key.interval_ms, []).append(tracker)
                 if key.interval_ms not in self._due:
-                    now = asyncio.get_running_loop().time()
+                    now = time.monotonic()
                     self._due[key.interval_ms] = now + key.interval_ms / 1000
             tracker.names.append(key.name)
         elif tracker is not None and key.name in tracker.names:
@@ -351,21 +351,34 @@ class SyntheticMarket:
     # Main loop
 
     async def run(self) -> None:
-        """Generate market events at ``rate`` events/s until cancelled."""
-        loop = asyncio.get_running_loop()
+        """Generate market events at ``rate`` events/s until cancelled.
+
+        At a finite rate each event is generated when it is due (a `Pacer` wakes the loop with
+        sub-millisecond precision), so the sessions write it at once: a turn of the loop carries
+        the events due by then, one event when the market keeps up, a small group when it is
+        behind (never more than 2 ms of events). At the unlimited rate, batches of 2,000 events.
+        Times are ``time.monotonic()`` (the loop's own clock has millisecond resolution).
+        """
+        pacer = Pacer()
+        try:
+            await self._run(pacer)
+        finally:
+            pacer.close()
+
+    async def _run(self, pacer: Pacer) -> None:
         rng = self._rng
-        t0 = loop.time()
+        t0 = time.monotonic()
         done = 0
         while True:
             if self._paused:
                 await self._resumed.wait()
-                t0 = loop.time()
+                t0 = time.monotonic()
                 done = 0
                 continue
             rate = self.rate
             unlimited = math.isinf(rate) or rate <= 0
             max_batch = 2000.0 if unlimited else max(1.0, rate * 0.002)
-            now = loop.time()
+            now = time.monotonic()
             behind = True
             if self._active:
                 target = max_batch if unlimited else (now - t0) * rate - done
@@ -393,7 +406,7 @@ class SyntheticMarket:
             wake = min(self._due.values(), default=now + 0.05)
             if self._active and not unlimited:
                 wake = min(wake, t0 + (done + 1) / rate)
-            await asyncio.sleep(max(_MIN_TURN, wake - loop.time()))
+            await pacer.sleep_until(int(wake * 1e9))
 
     # Control and ground truth
 
@@ -406,7 +419,7 @@ class SyntheticMarket:
         """Stop mutating books; flush every pending diff now and report the counters."""
         self._paused = True
         self._resumed.clear()
-        self.flush_depth(asyncio.get_running_loop().time(), force=True)
+        self.flush_depth(time.monotonic(), force=True)
         self._truth.flush()
         return {"paused": True, "symbols": self.counters()}
 

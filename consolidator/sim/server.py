@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from consolidator.sim.config import Mode, SimConfig
+from consolidator.sim.fast import FastMarket
 from consolidator.sim.faults import FaultManager, parse_fault
 from consolidator.sim.httpd import HttpServer
 from consolidator.sim.hub import Hub
@@ -63,11 +64,15 @@ class SimServer:
         )
         self.market: SyntheticMarket | None = None
         self.replay: ReplayFeed | None = None
+        self.fast: FastMarket | None = None
         feed: Feed
         if config.mode is Mode.SYNTHETIC:
             hub = Hub()
             self.market = SyntheticMarket(config, hub, self.faults, self.truth)
             feed = hub
+        elif config.mode is Mode.FAST:
+            self.fast = FastMarket(config)
+            feed = self.fast
         else:
             if config.replay_dir is None:
                 raise ValueError("replay mode needs the recordings' directory (--replay DIR)")
@@ -79,8 +84,7 @@ class SimServer:
         self.limiter = WeightLimiter(
             config.eff_weight_limit, config.weight_window, config.ban_seconds
         )
-        market_data = self.market if self.market is not None else self.replay
-        assert market_data is not None
+        market_data = self._market_data()
         self.http = HttpServer(RestApp(config.profile, market_data, self.limiter, self))
         self.ws_port = 0
         self.rest_port = 0
@@ -109,9 +113,9 @@ class SimServer:
             "ws_port": self.ws_port,
             "rest_port": self.rest_port,
             "symbols": (
-                self.market.symbol_names()
-                if self.market is not None
-                else self._replay().recorded_symbols()
+                self._replay().recorded_symbols()
+                if self.replay is not None
+                else self._market_data().symbol_names()
             ),
         }
 
@@ -119,8 +123,8 @@ class SimServer:
         assert self.replay is not None
         return self.replay
 
-    def _market_data(self) -> SyntheticMarket | ReplayFeed:
-        source = self.market if self.market is not None else self.replay
+    def _market_data(self) -> SyntheticMarket | ReplayFeed | FastMarket:
+        source = self.market or self.fast or self.replay
         assert source is not None
         return source
 
@@ -139,8 +143,9 @@ class SimServer:
             raise
         for spec in self.config.faults:
             self.faults.arm(spec, loop.time())
-        if self.market is not None:
-            task = loop.create_task(self.market.run())
+        generator = self.market or self.fast
+        if generator is not None:
+            task = loop.create_task(generator.run())
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
         self._tasks.append(loop.create_task(self._watch_connection_faults()))
@@ -204,8 +209,8 @@ class SimServer:
         return body
 
     def truth_book(self, symbol: str) -> dict[str, Any] | None:
-        """``GET /sim/book`` body (synthetic mode)."""
-        return None if self.market is None else self.market.truth_book(symbol)
+        """``GET /sim/book`` body (synthetic and fast modes)."""
+        return None if self.replay is not None else self._market_data().truth_book(symbol)
 
     def control(self, body: dict[str, Any]) -> dict[str, Any]:
         """Apply ``POST /sim/control``; the reply is ``{"ok": true, ...}``.
@@ -260,9 +265,10 @@ class SimServer:
             return {}
         if action == "rate":
             rate = body.get("rate")
-            if self.market is None or not isinstance(rate, int | float) or rate < 0:
-                raise ValueError("rate needs synthetic mode and a number >= 0")
-            self.market.rate = float(rate) if rate > 0 else float("inf")
+            generator = self.market or self.fast
+            if generator is None or not isinstance(rate, int | float) or rate < 0:
+                raise ValueError("rate needs synthetic or fast mode and a number >= 0")
+            generator.rate = float(rate) if rate > 0 else float("inf")
             return {"rate": rate}
         raise ValueError(f"unknown action {action!r}")
 

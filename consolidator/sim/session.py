@@ -201,6 +201,16 @@ class Session:
         if transport.get_write_buffer_size() > self.ctx.max_send_buffer:
             self.abort("slow consumer")
 
+    def write_block(self, data: bytes, frames: int) -> None:
+        """Write ``frames`` pre-encoded frames (``data``) at once, bypassing the outbox and the
+        frame faults (the fast mode's path)."""
+        transport = self.conn.transport
+        if self.stalled or not self.is_open or transport.is_closing():
+            self.frames_discarded += frames
+            return
+        transport.write(data)
+        self.frames_sent += frames
+
     # Connection-level actions
 
     def stall(self, duration: float | None) -> None:

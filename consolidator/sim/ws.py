@@ -112,6 +112,9 @@ class WsFront:
         nested = self._config.nested_errors
         try:
             async for message in conn:
+                # Frames queued before this message go out before its reply (a venue's stream is
+                # ordered; SET_PROPERTY combined applies to what follows the reply).
+                session.flush()
                 reply = handle_control(session, message, max_streams, nested)
                 await conn.send(reply, text=True)
         except ConnectionClosed:

@@ -1,6 +1,7 @@
 """Feed writer benchmark: simulator -> ``consolidator run`` -> rings, against a bare receive loop.
 
-Run: ``.venv/bin/python -m tools.bench.feed [--quick] [--soak SECONDS] [--profile] [--json PATH]``
+Run: ``.venv/bin/python -m tools.bench.feed [--quick] [--soak SECONDS] [--profile] [--json PATH]
+[--readers-only | --compare-only]``
 
 Measures, in one run on this machine:
 
@@ -13,7 +14,8 @@ Measures, in one run on this machine:
 2. **Receive->commit latency** (``ts_commit - ts_recv`` of every published trade, quote and depth
    record) with the simulator paced at about 10 k and 30 k messages/s; read from the rings after the
    run so the measuring reader costs the writer nothing.
-3. **Writer RSS** sampled over a soak period (``--soak``; 600 s for the record).
+3. **Writer RSS** sampled over a soak period (``--soak``; 600 s for the record), the fast
+   simulator paced at 10 k events/s (the recorded message mix).
 4. ``--profile``: a py-spy profile of the writer at full rate, summarized by function (self time)
    and by component.
 5. **Readers.** The same writer workload with no reader and with readers (two ``mdtail FEED
@@ -23,6 +25,10 @@ Measures, in one run on this machine:
    the readers themselves took. Paced at 10 k msgs/s and at full rate; first as the scheduler
    places everyone, then with the writer pinned to a CPU of its own (the simulator and the readers
    on the others), as deployed. ``--readers-only`` runs just this.
+6. **Writer vs cryptofeed vs bare picows loops** on the fast simulator (recorded message mix), the
+   writer pinned; receive->commit at 10 k and 50 k msgs/s pinned, next to the stall floor;
+   ``redundancy = 2`` (skipped until it exists). See `tools.bench.peers`; ``--compare-only``
+   runs just this.
 
 The message mix is reported as measured (depth / quotes / trades share of published records).
 
@@ -98,9 +104,9 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
         proc.stdout.close()
 
 
-def start_sim(symbols: int, rate: str) -> Sim:
+def start_sim(symbols: int, rate: str, mode: str = "synthetic") -> Sim:
     proc = subprocess.Popen(
-        [PY, "-m", "consolidator.sim.cli", "--venue", "binance", "--port", "0",
+        [PY, "-m", "consolidator.sim.cli", "--venue", "binance", "--port", "0", "--mode", mode,
          "--symbols", str(symbols), "--rate", rate, "--weight-limit", "1000000",
          "--max-send-buffer", str(1 << 30)],
         stdout=subprocess.PIPE, text=True,
@@ -219,7 +225,7 @@ class Writer:
         return self.proc.returncode
 
 
-def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
+def start_writer(sim: Sim, symbols: list[str], raw: bool = True, cpu: int | None = None) -> Writer:
     root = Path(tempfile.mkdtemp(prefix="bench-feed-"))
     shm = Path(tempfile.mkdtemp(prefix="bench-feed-", dir="/dev/shm"))
     (root / "feeds").mkdir()
@@ -227,7 +233,7 @@ def start_writer(sim: Sim, symbols: list[str], raw: bool = True) -> Writer:
     (root / "feeds" / f"{FEED}.toml").write_text(
         f'venue = "binance"\nsymbols = {json.dumps(symbols)}\nraw = {str(raw).lower()}\n'
         f'ws_url = "{sim.hello["ws_url"]}"\nrest_url = "{sim.hello["rest_url"]}"\n'
-        "snapshot_limit = 100\nring_scale = 2\n"
+        "snapshot_limit = 100\nring_scale = 2\n" + ("" if cpu is None else f"cpu = {cpu}\n")
     )
     env = {**os.environ, "CONSOLIDATOR_CONFIG_DIR": str(root)}
     proc = subprocess.Popen(
@@ -350,7 +356,7 @@ def memory_mib(pid: int) -> dict[str, float]:
 
 
 def soak(symbols: int, rate: int, seconds: float) -> dict[str, Any]:
-    sim = start_sim(symbols, str(rate))
+    sim = start_sim(symbols, str(rate), mode="fast")
     writer = start_writer(sim, list(sim.hello["symbols"]))
     samples = []
     shmem = 0.0
@@ -628,6 +634,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--readers-only", action="store_true", help="only section 5 (readers)")
+    parser.add_argument(
+        "--compare-only", action="store_true", help="only section 6 (writer vs cryptofeed, picows)"
+    )
     parser.add_argument("--batch-reader", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_reader is not None:
@@ -638,6 +647,13 @@ def main() -> None:
     print(f"feed benchmark: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
           f"{args.symbols} symbols, {seconds:.0f} s per measurement")  # fmt: skip
     results: dict[str, Any] = {}
+    if args.compare_only:
+        from tools.bench.peers import compare_section
+
+        compare_section(args.symbols, seconds, args.quick, results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     if args.readers_only:
         readers_section(args.symbols, seconds, results)
         if args.json:
@@ -720,7 +736,7 @@ def main() -> None:
               f"p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  p99.9 {r['p999_us']:.0f} us  "
               f"max {r['max_us']:.0f} us  {verdict}")  # fmt: skip
 
-    print(f"\n3. Writer RSS over {args.soak:.0f} s at 10k msgs/s")
+    print(f"\n3. Writer RSS over {args.soak:.0f} s at 10k msgs/s (fast simulator, recorded mix)")
     s = soak(args.symbols, 10_000, 20.0 if args.quick else args.soak)
     results["soak"] = s
     rss = [m for _, m in s["rss_mib"]]
@@ -741,6 +757,9 @@ def main() -> None:
         for name, pct in prof:
             print(f"   {pct:5.1f}%  {name}")
     readers_section(args.symbols, seconds, results)
+    from tools.bench.peers import compare_section
+
+    compare_section(args.symbols, seconds, args.quick, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
