@@ -154,16 +154,19 @@ def test_spot_first_diff_must_span_the_snapshot_id_plus_one() -> None:
     book = OrderBook(SyncRule.SPOT)
     book.apply(snap(100, [lv("10", "1")], [lv("11", "1")]))
     assert not book.apply(diff(95, 100, [lv("10", "5")]))  # u <= L: older than the snapshot
-    assert book.stats.non_monotonic == 1 and book.valid
+    assert book.stats.non_monotonic == 1
+    assert book.valid
     assert book.apply(diff(99, 103, [lv("10", "2")]))  # U <= L+1 <= u: joins
     assert book.apply(diff(104, 104, [lv("10", "3")]))  # U == previous u + 1
     assert book.levels()[0] == [(Decimal("10"), Decimal("3"))]
     assert not book.apply(diff(106, 107, [lv("10", "4")]))  # 105 missed
-    assert not book.valid and book.stats.id_gaps == 1
+    assert not book.valid
+    assert book.stats.id_gaps == 1
     assert not book.apply(diff(108, 108, [lv("10", "4")]))  # ignored until a snapshot
     assert book.stats.ignored == 1
     book.apply(snap(200, [lv("9", "1")], []))
-    assert book.valid and book.levels() == ([(Decimal(9), Decimal(1))], [])
+    assert book.valid
+    assert book.levels() == ([(Decimal(9), Decimal(1))], [])
 
 
 def test_spot_first_diff_starting_after_snapshot_plus_one_is_a_gap() -> None:
@@ -180,7 +183,8 @@ def test_usdm_first_diff_spans_the_snapshot_id_then_pu_chains() -> None:
     assert book.apply(diff(98, 100, [lv("10", "2")], prev=97))  # U <= L <= u
     assert book.apply(diff(101, 110, [lv("10", "3")], prev=100))  # pu == previous u
     assert not book.apply(diff(115, 120, prev=112))  # pu != previous u
-    assert not book.valid and book.stats.id_gaps == 1
+    assert not book.valid
+    assert book.stats.id_gaps == 1
 
 
 def test_usdm_first_diff_beyond_the_snapshot_is_a_gap() -> None:
@@ -196,12 +200,14 @@ def test_chain_rule_follows_prev_change_id_from_the_snapshot() -> None:
     assert book.apply(diff(507, 507, [lv("100.5", "0")], prev=500))
     assert book.levels()[0] == []
     assert not book.apply(diff(507, 507, prev=500))  # the same change again
-    assert book.stats.non_monotonic == 1 and book.valid
+    assert book.stats.non_monotonic == 1
+    assert book.valid
     assert not book.apply(diff(530, 530, prev=520))
     assert not book.valid
     # In-band snapshots restart the book whatever its state.
     book.apply(snap(600, [lv("99", "1")], []))
-    assert book.valid and book.last_update_id == 600
+    assert book.valid
+    assert book.last_update_id == 600
 
 
 def test_rules_by_venue() -> None:
@@ -214,9 +220,11 @@ def test_crossed_books_are_counted_not_hidden() -> None:
     book = OrderBook()
     book.apply(snap(1, [lv("10", "1")], [lv("11", "1")]))
     assert book.apply(diff(2, 2, [lv("11.5", "1")]))
-    assert book.crossed and book.stats.crossed == 1
+    assert book.crossed
+    assert book.stats.crossed == 1
     assert book.apply(diff(3, 3, [lv("11.5", "0")]))
-    assert not book.crossed and book.stats.crossed == 1
+    assert not book.crossed
+    assert book.stats.crossed == 1
 
 
 def test_a_finer_exponent_rescales_exactly() -> None:

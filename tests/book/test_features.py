@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from decimal import Decimal
@@ -79,7 +80,9 @@ def test_a_level_exactly_at_the_limit_is_within() -> None:
 
 def test_empty_sides_have_no_features() -> None:
     book = _book([("1", "1")], [])
-    assert midprice(book) is None and spread(book) is None and microprice(book) is None
+    assert midprice(book) is None
+    assert spread(book) is None
+    assert microprice(book) is None
     assert depth_within_bps(book, 10) is None
     assert imbalance(book, 1) == 1.0
     assert imbalance(_book([], []), 5) is None
@@ -136,7 +139,8 @@ def test_ofi_event_cases() -> None:
     for prev, cur in cases:
         prev_book, cur_book = _book([prev[:2]], [prev[2:]]), _book([cur[:2]], [cur[2:]])
         a, b = prev_book.top(), cur_book.top()
-        assert a is not None and b is not None
+        assert a is not None
+        assert b is not None
         assert prev_book.price_exp == cur_book.price_exp  # one scale
         got = ofi_event(a, b) * F(10) ** cur_book.qty_exp
         assert got == _e(prev, cur), (prev, cur)
@@ -164,7 +168,7 @@ def test_ofi_tracker_sums_e_n_over_updates_and_across_a_rescale() -> None:
         tops.append(
             tuple(str(v * Decimal(10) ** e) for v, e in zip(top, (p, q, p, q), strict=True))
         )
-    expected = sum((_e(a, b) for a, b in zip(tops, tops[1:], strict=False)), F(0))
+    expected = sum((_e(a, b) for a, b in itertools.pairwise(tops)), F(0))
     ofi, mlofi = tracker.take()
     assert ofi == float(expected)
     assert mlofi[0] == ofi
@@ -185,12 +189,13 @@ def test_trade_flow_is_exact() -> None:
 
 def test_returns_and_rolling_std_match_the_statistics_module() -> None:
     mids = [100.0, 100.5, 100.25, 101.0, 100.75, 100.8]
-    rets = [log_return(a, b) for a, b in zip(mids, mids[1:], strict=False)]
+    rets = [log_return(a, b) for a, b in itertools.pairwise(mids)]
     assert rets[0] == math.log(100.5 / 100.0)
     window = Rolling(3)
     for r in rets:
         window.push(r)
     assert window.std() == statistics.stdev([r for r in rets[-3:] if r is not None])
     window.push(None)
-    assert window.std() is None and window.sum() is None  # a missing value in the window
+    assert window.std() is None
+    assert window.sum() is None
     assert log_return(None, 1.0) is None

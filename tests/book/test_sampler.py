@@ -68,8 +68,10 @@ def test_rows_show_the_book_after_records_at_or_before_t_and_gaps_after_a_gap() 
         (800, False, 2),
         (900, False, 2),
     ]
-    assert rows[0].values is not None and rows[0].values.last_update_id == 11
-    assert rows[4].ofi is None and rows[4].returns is None
+    assert rows[0].values is not None
+    assert rows[0].values.last_update_id == 11
+    assert rows[4].ofi is None
+    assert rows[4].returns is None
 
 
 def test_a_feed_wide_loss_invalidates_every_symbol_and_symbols_keep_their_own_rows() -> None:
