@@ -7,18 +7,18 @@ and is emitted only while the book is valid; while it is not, the row at T is a 
 
 Records come in the feed's commit order. A record takes effect at its *effective time*:
 
-* a depth record: its ``ts_event``; one without (a Binance spot REST snapshot) at the feed's
-  exchange clock, the latest ``ts_event`` of any depth record so far (the snapshot was fetched
-  after those were received);
-* an invalidation (GAP/RESYNC event, writer start/stop, a loss of depth or events records): its
-  ``ts_event`` when it has one, but never later than the feed's exchange clock (event times are
-  local clock; a replayed or skewed feed must not push a gap into the future), and never later
-  than a record that follows it.
+* a depth record: its ``ts_event``;
+* anything without an exchange time - a Binance spot REST snapshot, an invalidation (GAP/RESYNC
+  event, writer start/stop, a loss of depth or events records) - at its commit time converted to
+  exchange time with the latency of the latest timed depth record (``ts_commit - ts_event``):
+  the local and exchange clocks need not agree (a replay of old traffic), and a feed that was
+  silent (a disconnect) still moves on in time, so the rows of an outage are gap rows.
 
 Effective times never go backwards per symbol (a late record counts at the symbol's latest time).
 Before a record takes effect at t, the symbol's rows for every T < t are emitted with the book as
 it is; `finish` emits the rows up to the end. A symbol's first row is at the first multiple of the
-interval at or after its first effective time.
+interval at or after its first effective time; a record with no time to convert (nothing timed
+seen yet) takes effect without emitting rows.
 """
 
 from __future__ import annotations
@@ -154,23 +154,35 @@ class BookSampler:
         self.until_ns = until_ns
         self.clock = 0  # the feed's exchange clock: the latest depth ts_event seen
         self.books: dict[int, _Symbol] = {}
+        self._anchor: tuple[int, int] | None = None  # (ts_commit, ts_event) of a timed record
+
+    def exchange_time(self, ts_commit: int) -> int | None:
+        """A commit time as exchange time, at the latency of the latest timed depth record."""
+        if self._anchor is None:
+            return None
+        commit, event = self._anchor
+        return event + (ts_commit - commit)
 
     def book(self, symbol_id: int) -> OrderBook | None:
         """The book of a symbol, if it has had any record."""
         state = self.books.get(symbol_id)
         return None if state is None else state.book
 
-    def on_depth(self, depth: Depth) -> None:
+    def on_depth(self, depth: Depth, ts_commit: int) -> None:
         """One depth record or snapshot, in commit order."""
-        ts = depth.ts_event
-        self.clock = max(ts, self.clock)
+        ts: int | None = depth.ts_event
+        if ts:
+            self.clock = max(ts, self.clock)
+            self._anchor = (ts_commit, ts)
+        else:
+            ts = self.exchange_time(ts_commit)
         sid = depth.symbol_id
         if self.symbols is not None and sid not in self.symbols:
             return
         state = self.books.get(sid)
         if state is None:
             state = self.books[sid] = _Symbol(sid, OrderBook(self.rule), OfiTracker(MLOFI_LEVELS))
-        self._advance(state, ts or self.clock or None)
+        self._advance(state, ts)
         book = state.book
         if book.apply(depth):
             state.version += 1
@@ -181,17 +193,16 @@ class BookSampler:
         elif not book.valid:
             state.ofi.reset(None)
 
-    def invalidate(self, symbol_id: int | None, ts_event: int, reason: str) -> None:
+    def invalidate(self, symbol_id: int | None, ts_commit: int, reason: str) -> None:
         """Updates were lost for one symbol (None: every symbol): invalid until a snapshot."""
         if symbol_id is None:
             targets = list(self.books.values())
         else:
             state = self.books.get(symbol_id)
             targets = [] if state is None else [state]
-        clock = self.clock
-        t = min(ts_event, clock) if ts_event else clock
+        t = self.exchange_time(ts_commit)
         for state in targets:
-            self._advance(state, t or None)
+            self._advance(state, t)
             if state.book.valid:
                 state.version += 1
             state.book.invalidate(reason)

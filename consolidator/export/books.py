@@ -48,7 +48,6 @@ class BookEvent:
 
     ts_commit: int
     symbol_id: int | None
-    ts_event: int
     reason: str
 
 
@@ -60,35 +59,38 @@ def _book_event(record: VarRecord) -> BookEvent | None:
         return None
     name = event.kind.name.lower() if isinstance(event.kind, EventKind) else str(event.kind)
     if event.symbol_id != NO_SYMBOL:
-        return BookEvent(record.ts_commit, event.symbol_id, event.ts_event, name)
+        return BookEvent(record.ts_commit, event.symbol_id, name)
     if event.kind in (EventKind.GAP, EventKind.RESYNC) and "depth" not in event.detail:
         return None  # a feed-wide gap of the trades or quotes streams
-    return BookEvent(record.ts_commit, None, event.ts_event, name)
+    return BookEvent(record.ts_commit, None, name)
 
 
 def load_events(source: StreamInput | None) -> list[BookEvent]:
     """The events of the range that make books invalid, in commit order.
 
-    A loss of event records is itself one: it counts at the commit time of the next event read.
+    A loss of event records is itself one: it counts at the commit time of the next event read
+    (of the last one, when the loss comes last).
     """
     out: list[BookEvent] = []
     if source is None:
         return out
     lost = False
+    last_commit = 0
     for item in source.items():
         if isinstance(item, Loss):
             lost = True
             continue
         assert not isinstance(item, np.ndarray)
         for record in item:
+            last_commit = record.ts_commit
             if lost:
-                out.append(BookEvent(record.ts_commit, None, 0, "lost events"))
+                out.append(BookEvent(record.ts_commit, None, "lost events"))
                 lost = False
             event = _book_event(record)
             if event is not None:
                 out.append(event)
     if lost:
-        out.append(BookEvent(2**63 - 1, None, 0, "lost events"))
+        out.append(BookEvent(last_commit, None, "lost events"))
     return out
 
 
@@ -209,29 +211,37 @@ class BookExport:
         sampler = self.sampler
         ev = 0
         n_events = len(events)
+        lost: Loss | None = None
+        last_commit = 0
         for item in depth.items():
             if isinstance(item, Loss):
-                sampler.invalidate(None, 0, f"lost {item.count} depth records")
+                lost = item  # takes effect when the next record shows the time
                 continue
             assert not isinstance(item, np.ndarray)
             for record in item:
-                while ev < n_events and events[ev].ts_commit <= record.ts_commit:
+                last_commit = record.ts_commit
+                while ev < n_events and events[ev].ts_commit <= last_commit:
                     self._event(events[ev])
                     ev += 1
+                if lost is not None:
+                    sampler.invalidate(None, last_commit, f"lost {lost.count} depth records")
+                    lost = None
                 snapshot = record.record_type == RecordType.SNAPSHOT
                 if snapshot or record.record_type == RecordType.DEPTH:
-                    sampler.on_depth(decode_depth(record.payload, snapshot))
+                    sampler.on_depth(decode_depth(record.payload, snapshot), last_commit)
             if len(self.pending) >= ROWS_PER_WRITE:
                 self._flush(final=False)
         while ev < n_events:
             self._event(events[ev])
             ev += 1
+        if lost is not None:
+            sampler.invalidate(None, last_commit, f"lost {lost.count} depth records")
         end = sampler.clock if self.until_ns is None else min(self.until_ns, sampler.clock)
         sampler.finish(end)
         self._flush(final=True)
 
     def _event(self, event: BookEvent) -> None:
-        self.sampler.invalidate(event.symbol_id, event.ts_event, event.reason)
+        self.sampler.invalidate(event.symbol_id, event.ts_commit, event.reason)
 
     def _flush(self, final: bool) -> None:
         rows = self.pending
