@@ -7,18 +7,20 @@ and is emitted only while the book is valid; while it is not, the row at T is a 
 
 Records come in the feed's commit order. A record takes effect at its *effective time*:
 
-* a depth record: its ``ts_event``;
-* anything without an exchange time - a Binance spot REST snapshot, an invalidation (GAP/RESYNC
-  event, writer start/stop, a loss of depth or events records) - at its commit time converted to
-  exchange time with the latency of the latest timed depth record (``ts_commit - ts_event``):
-  the local and exchange clocks need not agree (a replay of old traffic), and a feed that was
-  silent (a disconnect) still moves on in time, so the rows of an outage are gap rows.
+* a depth record or snapshot with an exchange time: its ``ts_event``;
+* a snapshot without one (a Binance spot REST snapshot): waits, and takes effect with the
+  symbol's next timed depth record (the diff that joins it): until then the symbol's rows keep
+  what the book was (invalid, at a resync), so the rows of an outage are gap rows however long
+  the snapshot took;
+* an invalidation (GAP/RESYNC event, writer start/stop, a loss of depth or events records): at
+  the feed's exchange clock, the latest ``ts_event`` of any depth record so far (the last time
+  the feed was known good; event times are local clock and may be far from exchange time, e.g.
+  in a replay of old traffic).
 
 Effective times never go backwards per symbol (a late record counts at the symbol's latest time).
 Before a record takes effect at t, the symbol's rows for every T < t are emitted with the book as
 it is; `finish` emits the rows up to the end. A symbol's first row is at the first multiple of the
-interval at or after its first effective time; a record with no time to convert (nothing timed
-seen yet) takes effect without emitting rows.
+interval at or after its first effective time.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class _Symbol:
     last_t: int = 0
     version: int = 0
     cached: tuple[int, BookValues] | None = None
+    waiting: list[Depth] = field(default_factory=list)  # snapshots without a time yet
     prev_mid: float | None = None
     ofi_window: Rolling = field(default_factory=lambda: Rolling(OFI_WINDOW))
     volatility: tuple[Rolling, ...] = field(
@@ -154,35 +157,30 @@ class BookSampler:
         self.until_ns = until_ns
         self.clock = 0  # the feed's exchange clock: the latest depth ts_event seen
         self.books: dict[int, _Symbol] = {}
-        self._anchor: tuple[int, int] | None = None  # (ts_commit, ts_event) of a timed record
-
-    def exchange_time(self, ts_commit: int) -> int | None:
-        """A commit time as exchange time, at the latency of the latest timed depth record."""
-        if self._anchor is None:
-            return None
-        commit, event = self._anchor
-        return event + (ts_commit - commit)
 
     def book(self, symbol_id: int) -> OrderBook | None:
         """The book of a symbol, if it has had any record."""
         state = self.books.get(symbol_id)
         return None if state is None else state.book
 
-    def on_depth(self, depth: Depth, ts_commit: int) -> None:
+    def on_depth(self, depth: Depth) -> None:
         """One depth record or snapshot, in commit order."""
-        ts: int | None = depth.ts_event
-        if ts:
-            self.clock = max(ts, self.clock)
-            self._anchor = (ts_commit, ts)
-        else:
-            ts = self.exchange_time(ts_commit)
+        ts = depth.ts_event
+        self.clock = max(ts, self.clock)
         sid = depth.symbol_id
         if self.symbols is not None and sid not in self.symbols:
             return
         state = self.books.get(sid)
         if state is None:
             state = self.books[sid] = _Symbol(sid, OrderBook(self.rule), OfiTracker(MLOFI_LEVELS))
+        if not ts:
+            state.waiting.append(depth)
+            return
         self._advance(state, ts)
+        self._take_waiting(state)
+        self._apply(state, depth)
+
+    def _apply(self, state: _Symbol, depth: Depth) -> None:
         book = state.book
         if book.apply(depth):
             state.version += 1
@@ -193,16 +191,23 @@ class BookSampler:
         elif not book.valid:
             state.ofi.reset(None)
 
-    def invalidate(self, symbol_id: int | None, ts_commit: int, reason: str) -> None:
+    def _take_waiting(self, state: _Symbol) -> None:
+        waiting = state.waiting
+        if waiting:
+            state.waiting = []
+            for depth in waiting:
+                self._apply(state, depth)
+
+    def invalidate(self, symbol_id: int | None, reason: str) -> None:
         """Updates were lost for one symbol (None: every symbol): invalid until a snapshot."""
         if symbol_id is None:
             targets = list(self.books.values())
         else:
             state = self.books.get(symbol_id)
             targets = [] if state is None else [state]
-        t = self.exchange_time(ts_commit)
         for state in targets:
-            self._advance(state, t)
+            self._advance(state, self.clock or None)
+            self._take_waiting(state)
             if state.book.valid:
                 state.version += 1
             state.book.invalidate(reason)
@@ -213,6 +218,7 @@ class BookSampler:
         end = self.clock if end_ns is None else end_ns
         for state in self.books.values():
             self._advance(state, end + 1)
+            self._take_waiting(state)
 
     def _advance(self, state: _Symbol, t: int | None) -> None:
         """Emit the symbol's rows for every T < t (t None: no time known yet)."""

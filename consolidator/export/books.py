@@ -211,37 +211,29 @@ class BookExport:
         sampler = self.sampler
         ev = 0
         n_events = len(events)
-        lost: Loss | None = None
-        last_commit = 0
         for item in depth.items():
             if isinstance(item, Loss):
-                lost = item  # takes effect when the next record shows the time
+                sampler.invalidate(None, f"lost {item.count} depth records")
                 continue
             assert not isinstance(item, np.ndarray)
             for record in item:
-                last_commit = record.ts_commit
-                while ev < n_events and events[ev].ts_commit <= last_commit:
+                while ev < n_events and events[ev].ts_commit <= record.ts_commit:
                     self._event(events[ev])
                     ev += 1
-                if lost is not None:
-                    sampler.invalidate(None, last_commit, f"lost {lost.count} depth records")
-                    lost = None
                 snapshot = record.record_type == RecordType.SNAPSHOT
                 if snapshot or record.record_type == RecordType.DEPTH:
-                    sampler.on_depth(decode_depth(record.payload, snapshot), last_commit)
+                    sampler.on_depth(decode_depth(record.payload, snapshot))
             if len(self.pending) >= ROWS_PER_WRITE:
                 self._flush(final=False)
         while ev < n_events:
             self._event(events[ev])
             ev += 1
-        if lost is not None:
-            sampler.invalidate(None, last_commit, f"lost {lost.count} depth records")
         end = sampler.clock if self.until_ns is None else min(self.until_ns, sampler.clock)
         sampler.finish(end)
         self._flush(final=True)
 
     def _event(self, event: BookEvent) -> None:
-        self.sampler.invalidate(event.symbol_id, event.ts_commit, event.reason)
+        self.sampler.invalidate(event.symbol_id, event.reason)
 
     def _flush(self, final: bool) -> None:
         rows = self.pending

@@ -24,22 +24,15 @@ def _s(sym: int, ts: int, last: int, bids: list[tuple[str, str]]) -> Depth:
     return Depth(ts, ts, sym, last, last, None, [lv(p, q) for p, q in bids], [lv("50", "1")], True)
 
 
-LATENCY = 5
-
-
-def _run(records: list[Depth | tuple[int | None, int]], end: int) -> list[BookRow]:
-    """Feed records (commit time: ts_event + LATENCY, or the previous one + 1 for a record
-    without time) and invalidations ``(symbol or None, commit time)``."""
+def _run(records: list[Depth | int | None], end: int) -> list[BookRow]:
+    """Feed records and invalidations (a symbol id, or None for every symbol)."""
     rows: list[BookRow] = []
     sampler = BookSampler(SyncRule.SPOT, STEP, 5, rows.append)
-    commit = 0
     for record in records:
         if isinstance(record, Depth):
-            commit = record.ts_event + LATENCY if record.ts_event else commit + 1
-            sampler.on_depth(record, commit)
+            sampler.on_depth(record)
         else:
-            commit = record[1]
-            sampler.invalidate(record[0], commit, "GAP event")
+            sampler.invalidate(record, "GAP event")
     sampler.finish(end)
     return rows
 
@@ -58,9 +51,9 @@ def test_rows_show_the_book_after_records_at_or_before_t_and_gaps_after_a_gap() 
             _d(0, 230, 12, 12, [("10", "3")]),
             _d(0, 300, 13, 13, [("10", "4")]),  # at T = 300 exactly: in the row of 300
             _d(0, 420, 14, 14, [("10", "5")]),
-            (0, 430),  # a GAP event committed at 430: exchange time 425
+            0,  # a GAP event: at the feed's clock (420)
             _d(0, 610, 20, 20, [("10", "6")]),  # ignored: the book waits for a snapshot
-            _s(0, 0, 30, [("11", "1")]),  # resync, committed at 616: exchange time 611
+            _s(0, 0, 30, [("11", "1")]),  # resync: takes effect with the diff that joins it
             _d(0, 720, 31, 31, [("11", "2")]),
         ],
         end=900,
@@ -70,9 +63,9 @@ def test_rows_show_the_book_after_records_at_or_before_t_and_gaps_after_a_gap() 
         (200, False, 2),
         (300, False, 4),
         (400, False, 4),
-        (500, True, None),  # invalid from 425
+        (500, True, None),  # invalid from 420
         (600, True, None),
-        (700, False, 1),  # the snapshot, valid from 611
+        (700, True, None),  # the snapshot's time is not known before 720
         (800, False, 2),
         (900, False, 2),
     ]
@@ -88,7 +81,7 @@ def test_a_feed_wide_loss_invalidates_every_symbol_and_symbols_keep_their_own_ro
             _s(0, 100, 1, [("10", "1")]),
             _s(1, 100, 1, [("20", "1")]),
             _d(1, 250, 2, 2, [("20", "2")]),
-            (None, 255),  # loss: every book, at exchange time 250
+            None,  # loss: every book, at the clock (250)
             _s(1, 260, 5, [("21", "1")]),
         ],
         end=400,
@@ -103,10 +96,10 @@ def test_a_feed_wide_loss_invalidates_every_symbol_and_symbols_keep_their_own_ro
 def test_rows_stop_at_until_and_ofi_is_summed_per_interval() -> None:
     rows: list[BookRow] = []
     sampler = BookSampler(SyncRule.SPOT, STEP, 5, rows.append, until_ns=300)
-    sampler.on_depth(_s(0, 100, 1, [("10", "1")]), 100)
-    sampler.on_depth(_d(0, 110, 2, 2, [("10", "3")]), 110)  # e = +2
-    sampler.on_depth(_d(0, 120, 3, 3, [("10", "2")]), 120)  # e = -1
-    sampler.on_depth(_d(0, 210, 4, 4, [("10", "5")]), 210)  # e = +3
+    sampler.on_depth(_s(0, 100, 1, [("10", "1")]))
+    sampler.on_depth(_d(0, 110, 2, 2, [("10", "3")]))  # e = +2
+    sampler.on_depth(_d(0, 120, 3, 3, [("10", "2")]))  # e = -1
+    sampler.on_depth(_d(0, 210, 4, 4, [("10", "5")]))  # e = +3
     sampler.finish(1000)
     assert [(r.ts, r.ofi) for r in rows] == [(100, 0.0), (200, 1.0), (300, 3.0)]
     assert rows[-1].ofi_10 is None  # fewer than 10 intervals
