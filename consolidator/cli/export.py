@@ -18,7 +18,7 @@ from consolidator.export.job import (
     parse_time,
     run_export,
 )
-from consolidator.process import EXIT_FAILURE, global_config, parser
+from consolidator.process import EXIT_FAILURE, global_config, parser, run_main
 
 __all__ = ["run"]
 
@@ -54,7 +54,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
-    """Run the export; 0 when every file was written, 1 when interrupted or failed."""
+    """Run the export; 0 when every file was written, 1 when interrupted or failed, 2 for bad
+    usage (one line on stderr)."""
+    return run_main("consolidator export", lambda: _run(argv))
+
+
+def _run(argv: Sequence[str]) -> int:
     args = _args(argv)
     config = global_config(args)
     since_ns = None if args.since is None else parse_time(args.since, "--since")

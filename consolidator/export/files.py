@@ -75,6 +75,7 @@ class PartitionedWriter:
         self.written_bytes = 0
         self.files: list[Path] = []
         self._parts: OrderedDict[int, _Part] = OrderedDict()
+        self._temps: set[Path] = set()  # every temporary not yet deleted, whatever its state
         self._count = 0
 
     def write(self, columns: Mapping[str, pa.Array], part_ns: np.ndarray) -> None:
@@ -119,6 +120,7 @@ class PartitionedWriter:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".part-{os.getpid()}-{self._count}.{self.fmt}.tmp"
         self._count += 1
+        self._temps.add(tmp)
         writer: Any
         if self.fmt == "parquet":
             writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
@@ -170,6 +172,7 @@ class PartitionedWriter:
             except FileExistsError:
                 n += 1
         part.tmp.unlink()
+        self._temps.discard(part.tmp)
         self.written_bytes += final.stat().st_size
         self.files.append(final)
 
@@ -189,9 +192,12 @@ class PartitionedWriter:
         return self.files
 
     def abort(self) -> None:
-        """Delete the unfinished files (complete ones stay)."""
+        """Delete the unfinished files (complete ones stay), even after an interruption at any
+        point of `write` or `close`."""
         while self._parts:
             _, part = self._parts.popitem(last=False)
             with contextlib.suppress(Exception):  # a half-written file is deleted either way
                 part.writer.close()
-            part.tmp.unlink(missing_ok=True)
+        for tmp in self._temps:
+            tmp.unlink(missing_ok=True)
+        self._temps.clear()

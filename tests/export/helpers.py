@@ -18,6 +18,7 @@ import orjson
 
 from consolidator.payloads import Depth, Event, encode_depth, encode_event
 from consolidator.records import TRADE, TRADE_DTYPE, EventKind, RecordType, parse_decimal
+from consolidator.ring.layout import DESCRIPTOR, RingKind, RingLayout
 from consolidator.ring.writer import FixedRingWriter, VariableRingWriter
 from consolidator.streams import STREAMS, ring_path, write_feed_meta
 from consolidator.symbols import SymbolTable
@@ -210,12 +211,17 @@ class RingFeed:
         for stream in ("trades", "depth", "events"):
             spec = STREAMS[stream]
             path = ring_path(shm, name, stream)
+            # Small rings: the default ones take hundreds of MB of /dev/shm each.
             if spec.dtype is not None:
+                layout = RingLayout(RingKind.FIXED, spec.record_type, spec.dtype.itemsize,
+                                    1 << 18, 0, name, stream)  # fmt: skip
                 self.writers[stream] = FixedRingWriter(
-                    path, spec.layout(name), TRADE.pack_into, TRADE_DTYPE, clock=self.clock
+                    path, layout, TRADE.pack_into, TRADE_DTYPE, clock=self.clock
                 )
             else:
-                self.writers[stream] = VariableRingWriter(path, spec.layout(name), clock=self.clock)
+                layout = RingLayout(RingKind.VARIABLE, 0, DESCRIPTOR.size, 1 << 12, 1 << 22,
+                                    name, stream)  # fmt: skip
+                self.writers[stream] = VariableRingWriter(path, layout, clock=self.clock)
 
     def depth(self, commit: int, depth: Depth) -> None:
         self.clock.now = commit
