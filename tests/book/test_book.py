@@ -5,13 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from consolidator.book.book import OrderBook, SyncRule, rule_for_venue
 from consolidator.payloads import Depth, Level
 from consolidator.records import parse_decimal, to_decimal
+from consolidator.sim.book import OrderBook as SimBook
 
 
 def lv(price: str, qty: str) -> Level:
@@ -246,3 +247,41 @@ def test_best_n_levels(n: int) -> None:
     book.apply(snap(1, [lv("1", "1"), lv("3", "1"), lv("2", "1")], [lv("5", "1"), lv("4", "2")]))
     assert [p for p, _ in book.bids(n)] == [3, 2, 1][:n]
     assert [p for p, _ in book.asks(n)] == [4, 5][:n]
+
+
+# -- against the simulator's own book ------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(1, 400), st.integers(0, 50)),
+        min_size=1,
+        max_size=120,
+    ),
+    st.integers(1, 12),
+)
+def test_the_book_follows_the_simulators_book(
+    changes: list[tuple[bool, int, int]], batch: int
+) -> None:
+    """The simulator's book takes level changes one by one; ours gets them as depth diffs of
+    ``batch`` changes (the last size of a level wins, as in a venue's diff). Prices are ticks of
+    0.01, sizes steps of 0.001; the best 20 levels must match after every diff."""
+    sim = SimBook()
+    book = OrderBook(SyncRule.SPOT)
+    book.apply(snap(1, [], []))
+    uid = 1
+    for start in range(0, len(changes), batch):
+        part = changes[start : start + batch]
+        net: dict[tuple[bool, int], int] = {}
+        for is_bid, tick, qty in part:
+            price = tick if is_bid else tick + 400  # bids below asks: an uncrossed book
+            sim.side(is_bid).set(price, qty)
+            net[(is_bid, price)] = qty
+        bids = [(p, -2, q, -3) for (is_bid, p), q in net.items() if is_bid]
+        asks = [(p, -2, q, -3) for (is_bid, p), q in net.items() if not is_bid]
+        uid += 1
+        assert book.apply(diff(uid, uid, bids, asks))
+        assert book.bids(20) == sim.bids.top(20)
+        assert book.asks(20) == sim.asks.top(20)
+        assert (book.price_exp, book.qty_exp) == (-2, -3)
