@@ -166,6 +166,17 @@ def formulas(bids: Levels, asks: Levels) -> dict[str, float]:
     return out
 
 
+# -- the export of the recorded replay (tests/export/conftest.py) ----------------------------
+
+
+@dataclass
+class Exported:
+    rec: Recording
+    feed: Feed
+    out: Path
+    csv: Path
+
+
 # -- the command ----------------------------------------------------------------------------
 
 
