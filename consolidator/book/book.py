@@ -37,7 +37,7 @@ independent check of what the writer published.
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -107,6 +107,7 @@ class OrderBook:
         "_bid_keys",
         "_bids",
         "_joined",
+        "_totals",
         "last_update_id",
         "price_exp",
         "qty_exp",
@@ -128,6 +129,7 @@ class OrderBook:
         self._asks: dict[int, int] = {}
         self._bid_keys: list[int] = []  # negated prices, ascending: best (highest) bid first
         self._ask_keys: list[int] = []  # prices, ascending: best (lowest) ask first
+        self._totals = [0, 0]  # total size of the bids, of the asks
         self._joined = False
 
     # -- input -----------------------------------------------------------------------------------
@@ -174,6 +176,7 @@ class OrderBook:
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
+        self._totals = [0, 0]
         self._update(bids, self._bids, self._bid_keys, -1)
         self._update(asks, self._asks, self._ask_keys, 1)
         self.last_update_id = last_update_id
@@ -209,6 +212,8 @@ class OrderBook:
         self, levels: Sequence[Level], book: dict[int, int], keys: list[int], sign: int
     ) -> None:
         """Set each level's size (0 deletes it); ``sign`` -1 stores bid keys negated."""
+        side = 0 if sign < 0 else 1
+        total = self._totals[side]
         price_exp, qty_exp = self.price_exp, self.qty_exp
         for pm, pe, qm, qe in levels:
             price_m, qty_m = pm, qm
@@ -216,15 +221,25 @@ class OrderBook:
                 price_m = self._price_key(pm, pe)
                 price_exp = self.price_exp
             if qe != qty_exp:
+                self._totals[side] = total
                 qty_m = self._qty(qm, qe)
                 qty_exp = self.qty_exp
+                total = self._totals[side]
             key = price_m if sign > 0 else -price_m
             if qty_m > 0:
-                if key not in book:
+                old = book.get(key)
+                if old is None:
                     insort(keys, key)
+                    total += qty_m
+                else:
+                    total += qty_m - old
                 book[key] = qty_m
-            elif book.pop(key, None) is not None:
-                del keys[bisect_left(keys, key)]
+            else:
+                old = book.pop(key, None)
+                if old is not None:
+                    del keys[bisect_left(keys, key)]
+                    total -= old
+        self._totals[side] = total
 
     def _price_key(self, price_m: int, exp: int) -> int:
         """``price_m * 10**exp`` at the book's price exponent, rescaling the book if finer."""
@@ -249,6 +264,7 @@ class OrderBook:
         for book in (self._bids, self._asks):
             for key in book:
                 book[key] *= factor
+        self._totals = [t * factor for t in self._totals]
         self.qty_exp = exp
         return qty_m
 
@@ -282,6 +298,29 @@ class OrderBook:
         book = self._asks
         keys = self._ask_keys if n is None else self._ask_keys[:n]
         return [(k, book[k]) for k in keys]
+
+    def size_between(self, low: int, high: int) -> int:
+        """Total size of the levels of both sides priced in ``[low, high]`` (scaled integers).
+
+        Sums the shorter of the levels inside and those outside (the side's total, kept on
+        every update, minus what is outside): a range that holds most of the book costs little.
+        """
+        total = 0
+        for keys, book, side_total, lo, hi in (
+            (self._bid_keys, self._bids, self._totals[0], -high, -low),  # bid keys are negated
+            (self._ask_keys, self._asks, self._totals[1], low, high),
+        ):
+            start, end = bisect_left(keys, lo), bisect_right(keys, hi)
+            get = book.__getitem__
+            if end - start <= len(keys) - (end - start):
+                total += sum(map(get, keys[start:end]))
+            else:
+                total += side_total - sum(map(get, keys[:start])) - sum(map(get, keys[end:]))
+        return total
+
+    def side_totals(self) -> tuple[int, int]:
+        """Total size of the bids and of the asks (scaled integers)."""
+        return self._totals[0], self._totals[1]
 
     def iter_bids(self) -> Iterator[tuple[int, int]]:
         """Every bid, best first (do not change the book while iterating)."""

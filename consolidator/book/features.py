@@ -99,27 +99,20 @@ def imbalance(book: OrderBook, k: int) -> float | None:
 
 
 def depth_within_bps(book: OrderBook, bps: int) -> float | None:
-    """Total size of both sides at prices P with |P - mid| <= bps/1e4 * mid.
+    """Total size of both sides at prices P with |P - mid| <= bps/1e4 * |mid|.
 
-    With s = Pb + Pa (twice the mid): |2P - s| * 1e4 <= bps * s, in integers.
+    With s = Pb + Pa (twice the mid): |2P - s| * 1e4 <= bps * |s|, that is
+    ceil((1e4 s - bps |s|) / 2e4) <= P <= floor((1e4 s + bps |s|) / 2e4), in integers: a price
+    range, found on each side by bisection (crossed books included).
     """
     top = book.top()
     if top is None:
         return None
     s = top[0] + top[2]
-    limit = bps * abs(s)
-    total = 0
-    for price, size in book.iter_bids():
-        if abs(2 * price - s) * BPS <= limit:
-            total += size
-        elif 2 * price < s:
-            break  # bids only get further away
-    for price, size in book.iter_asks():
-        if abs(2 * price - s) * BPS <= limit:
-            total += size
-        elif 2 * price > s:
-            break
-    return scaled(total, 1, book.qty_exp)
+    width = bps * abs(s)
+    low = -((width - BPS * s) // (2 * BPS))  # ceil((BPS*s - width) / 2BPS)
+    high = (BPS * s + width) // (2 * BPS)
+    return scaled(book.size_between(low, high), 1, book.qty_exp)
 
 
 def ofi_event(prev: tuple[int, int, int, int] | None, cur: tuple[int, int, int, int] | None) -> int:

@@ -131,6 +131,15 @@ class BookMachine(RuleBasedStateMachine):
         if not self.valid:
             return
         assert book.last_update_id == self.local
+        totals = book.side_totals()
+        assert book.size(totals[0]) == sum(self.model_bids.values(), Decimal(0))
+        assert book.size(totals[1]) == sum(self.model_asks.values(), Decimal(0))
+        for low, high in ((Decimal("0.10"), Decimal("0.30")), (Decimal("0.25"), Decimal("0.55"))):
+            within = [q for p, q in (*self.model_bids.items(), *self.model_asks.items())
+                      if low <= p <= high]  # fmt: skip
+            scale = Decimal(10) ** -book.price_exp
+            got = book.size_between(int(low * scale), int(high * scale))
+            assert book.size(got) == sum(within, Decimal(0))
         bids, asks = book.levels()
         assert bids == sorted(self.model_bids.items(), reverse=True)
         assert asks == sorted(self.model_asks.items())

@@ -2,7 +2,8 @@
 
 Method: one synthetic symbol, a 1000-level snapshot a side on a 0.01 tick grid, then ``--updates``
 diffs shaped like Binance ``depth@100ms`` (1 to 40 levels each, most near the top; a third of
-them deletions; the mid drifts by a random walk), generated once as `Depth` records (mantissa,
+them deletions; the mid drifts by a random walk and the levels it crosses are deleted, so the
+book never crosses), generated once as `Depth` records (mantissa,
 exponent levels, as the ring holds them) and fed to both books in the same run:
 
 * ``OrderBook``: `apply` (continuity check, exact scaled-integer levels, sorted keys kept with
@@ -42,13 +43,16 @@ def workload(updates: int, seed: int = 7) -> tuple[Depth, list[Depth]]:
     bids: list[Level] = [(mid - 1 - i, PRICE_E, rng.randint(1, 10**8), QTY_E) for i in range(1000)]
     asks: list[Level] = [(mid + 1 + i, PRICE_E, rng.randint(1, 10**8), QTY_E) for i in range(1000)]
     snapshot = Depth(0, 0, 0, 1000, 1000, None, bids, asks, True)
+    live_bids = {p for p, *_ in bids}
+    live_asks = {p for p, *_ in asks}
     diffs = []
     uid = 1000
     for _ in range(updates):
         mid += rng.choice((-2, -1, 0, 0, 1, 2))
         n = min(40, 1 + int(rng.expovariate(0.15)))
-        changed_bids: dict[int, int] = {}
-        changed_asks: dict[int, int] = {}
+        # Levels the move crossed go (as a venue's matching would remove them).
+        changed_bids = {p: 0 for p in live_bids if p >= mid}
+        changed_asks = {p: 0 for p in live_asks if p <= mid}
         for _ in range(n):
             depth = int(rng.expovariate(0.08))
             size = 0 if rng.random() < 0.33 else rng.randint(1, 10**8)
@@ -56,6 +60,12 @@ def workload(updates: int, seed: int = 7) -> tuple[Depth, list[Depth]]:
                 changed_bids[mid - 1 - depth] = size
             else:
                 changed_asks[mid + 1 + depth] = size
+        for live, changed in ((live_bids, changed_bids), (live_asks, changed_asks)):
+            for price, size in changed.items():
+                if size:
+                    live.add(price)
+                else:
+                    live.discard(price)
         first, uid = uid + 1, uid + n
         diffs.append(
             Depth(
@@ -155,6 +165,7 @@ def main() -> None:
         check.apply(d)
         base.apply(d)
         assert check.top() == base.top()
+        assert not check.crossed
     print(f"{len(diffs):,} diffs, {levels / len(diffs):.1f} levels a diff, 1000 levels a side")
     head = f"{'read after each update':<24} {'OrderBook upd/s':>16}"
     print(f"{head} {'dict book upd/s':>16} {'ratio':>6}")
