@@ -3,6 +3,7 @@ gap rows where the feed had gaps, an interrupted export, one-line usage errors."
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from consolidator.cli.main import main
 from consolidator.export.files import PartitionedWriter
+from consolidator.export.progress import Progress
 from consolidator.payloads import Depth
 from consolidator.records import TRADE_DTYPE, EventKind, Side
 from tests.export.helpers import MS, RingFeed, export, level, parquet_glob
@@ -49,7 +51,7 @@ def _snapshot(sym: int, uid: int, bid: str) -> Depth:
 def test_gap_rows_where_the_feed_had_a_gap_never_interpolated(feed: Feed) -> None:
     rings = RingFeed(feed, "binance", ["AAA", "BBB"])
     a, b = rings.ids["AAA"], rings.ids["BBB"]
-    commit = 1
+    commit = BASE  # commit times (local clock) 1 us apart, a little after the exchange times
     rings.event(commit, EventKind.WRITER_START)
     for sym in (a, b):
         commit += 1
@@ -64,7 +66,7 @@ def test_gap_rows_where_the_feed_had_a_gap_never_interpolated(feed: Feed) -> Non
                 rings.depth(commit, _snapshot(a, 500, "9"))
                 uid[a] = 500
             uid[sym] += 1
-            commit += 1
+            commit = max(commit, BASE + ms * MS) + 1000
             rings.depth(commit, _diff(sym, ms, uid[sym], "10" if ms < 1000 else "9", str(ms)))
         if ms == 1000:
             commit += 1
@@ -94,6 +96,40 @@ def test_gap_rows_where_the_feed_had_a_gap_never_interpolated(feed: Feed) -> Non
             assert px is not None
             assert ask2 is None  # one ask level: level 2 is empty (null, not zero)
     assert [r[2] for r in rows if r[0] == "BBB"] == [False] * 20
+
+    # --since/--until (exchange time, inclusive) and --symbol: the same rows, cut
+    cut = feed.root / "cut"
+    since, until = str(BASE + 550 * MS), "2024-01-01T00:00:01.5"
+    done = export(feed.root, feed.name, "--stream", "book", "--stream", "depth", "--symbol",
+                  "AAA", "--since", since, "--until", until, "--out", str(cut))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    book = duckdb.sql(
+        f"select (epoch_ns(ts) - {BASE}) // 1000000, gap from "
+        f"'{parquet_glob(cut, feed.name, 'book')}' order by ts"
+    ).fetchall()
+    assert book == [(t, gap) for t, gap, *_ in aaa if 550 <= t <= 1500]
+    depth = duckdb.sql(
+        f"select distinct symbol, min(epoch_ns(ts_event)), max(epoch_ns(ts_event)) from "
+        f"'{parquet_glob(cut, feed.name, 'depth')}' where type = 'depth' group by symbol"
+    ).fetchall()
+    assert depth == [("AAA", BASE + 550 * MS, BASE + 1000 * MS)]  # none while out of sync
+
+
+def test_the_progress_bar_shows_rows_bytes_and_eta_on_a_terminal() -> None:
+    out = io.StringIO()
+    bar = Progress(out, enabled=True)
+    bar.started -= 10  # ten seconds in, a quarter done: 30 s to go
+    bar.update("f1 trades", 0.25, 123_456, 12_345_678, force=True)
+    bar.done()
+    line = out.getvalue()
+    assert "25%" in line
+    assert "123,456 rows" in line
+    assert "12.3 MB" in line
+    assert "ETA 0:00:30" in line
+    assert line.endswith("\n")
+    quiet = io.StringIO()
+    Progress(quiet, enabled=False).update("f1 trades", 0.5, 1, 1, force=True)
+    assert quiet.getvalue() == ""
 
 
 def _trades(n: int, span_ns: int) -> np.ndarray:
