@@ -34,7 +34,7 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
         "--stream",
         action="append",
         choices=EXPORT_STREAMS,
-        help="repeatable (default: trades, quotes and depth)",
+        help="repeatable (default: those of trades, quotes and depth the feed has)",
     )
     p.add_argument("--symbol", action="append", default=[], help="only this symbol (repeatable)")
     p.add_argument("--since", metavar="T", help="from this exchange time (ISO-8601 or ns)")
@@ -71,7 +71,7 @@ def _run(argv: Sequence[str]) -> int:
         shm_dir=config.shm_dir,
         state_dir=config.state_dir,
         out=Path(args.out),
-        streams=list(dict.fromkeys(args.stream or ["trades", "quotes", "depth"])),
+        streams=list(dict.fromkeys(args.stream or [])),
         symbols=args.symbol,
         since_ns=since_ns,
         until_ns=until_ns,

@@ -87,7 +87,7 @@ class ExportOptions:
     shm_dir: Path
     state_dir: Path
     out: Path
-    streams: list[str]
+    streams: list[str]  # empty: the record streams (trades, quotes, depth) the feed has
     symbols: list[str] = field(default_factory=list)
     since_ns: int | None = None
     until_ns: int | None = None
@@ -116,6 +116,10 @@ class _Job:
             raise ConfigError(
                 f"no feed {feed!r}: no rings under {shm} and no journal under {state}/journal"
             )
+        if not options.streams:
+            options.streams = [
+                s for s in ("trades", "quotes", "depth") if stream_exists(shm, state, feed, s)
+            ]
         self.venue = feed_venue(shm, state, feed)
         self.name_of, id_of = symbol_names(shm, state, feed)
         self.symbol_ids: set[int] | None = None

@@ -205,9 +205,11 @@ def test_the_writer_s_abort_deletes_only_unfinished_files(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def small_feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feed]:
-    """A feed with trades and events but no depth."""
+    """A feed with ten trades and an events ring, no quotes or depth."""
     feed = Feed(tmp_path_factory.mktemp("usage"))
-    RingFeed(feed, "binance", ["AAA"]).close()
+    rings = RingFeed(feed, "binance", ["AAA"])
+    rings.trades(BASE + HOUR, _trades(10, HOUR))
+    rings.close()
     (feed.shm_dir / feed.name / "depth.ring").unlink()
     try:
         yield feed
@@ -245,3 +247,17 @@ def test_bad_usage_is_one_line_and_exit_2(
     assert lines[-1].startswith("consolidator export: error: "), err
     assert len(lines) == 1 or lines[0].startswith("usage:"), err
     assert "Traceback" not in err
+
+
+def test_without_stream_the_record_streams_the_feed_has(
+    small_feed: Feed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The feed has trades and events but no quotes or depth: trades are exported, no error."""
+    code = main(["export", small_feed.name, "--config-dir", str(small_feed.root),
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    streams = sorted(p.name for p in (tmp_path / f"feed={small_feed.name}").iterdir())
+    assert streams == ["stream=trades"]
+    trades = parquet_glob(tmp_path, small_feed.name, "trades")
+    assert duckdb.sql(f"select count(*) from '{trades}'").fetchall() == [(10,)]
