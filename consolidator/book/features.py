@@ -34,6 +34,7 @@ __all__ = [
     "TradeFlow",
     "depth_within_bps",
     "imbalance",
+    "imbalance_of",
     "log_return",
     "microprice",
     "midprice",
@@ -91,8 +92,13 @@ def microprice(book: OrderBook) -> float | None:
 
 def imbalance(book: OrderBook, k: int) -> float | None:
     """(sum Qb_1..k - sum Qa_1..k) / (sum Qb_1..k + sum Qa_1..k) over the best k levels."""
-    bid = sum(q for _, q in book.bids(k))
-    ask = sum(q for _, q in book.asks(k))
+    return imbalance_of(book.bids(k), book.asks(k), k)
+
+
+def imbalance_of(bids: list[tuple[int, int]], asks: list[tuple[int, int]], k: int) -> float | None:
+    """`imbalance` over levels already read (best first; only the first ``k`` count)."""
+    bid = sum(q for _, q in bids[:k])
+    ask = sum(q for _, q in asks[:k])
     if not bid and not ask:
         return None
     return (bid - ask) / (bid + ask)
@@ -191,7 +197,13 @@ class OfiTracker:
             self._acc_exp = qty_exp
         unit = 10 ** (qty_exp - self._acc_exp)
         cur = book.top()
+        ofi = ofi_event(self._prev, cur) * unit
+        self._ofi += ofi
         n = self.levels
+        if n == 1:  # multi-level OFI of one level is the OFI
+            self._mlofi[0] += ofi
+            self._prev = cur
+            return
         bids, asks = book.bids(n), book.asks(n)
         pb, pa = self._prev_bids, self._prev_asks
         mlofi = self._mlofi
@@ -204,7 +216,6 @@ class OfiTracker:
             )
             if e:
                 mlofi[m] += e * unit
-        self._ofi += ofi_event(self._prev, cur) * unit
         self._prev, self._prev_bids, self._prev_asks = cur, bids, asks
 
     def take(self) -> tuple[float, list[float]]:

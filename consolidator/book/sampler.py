@@ -34,7 +34,7 @@ from consolidator.book.features import (
     OfiTracker,
     Rolling,
     depth_within_bps,
-    imbalance,
+    imbalance_of,
     log_return,
     microprice,
     midprice,
@@ -71,19 +71,21 @@ class BookValues(NamedTuple):
 
 def book_values(book: OrderBook, depth: int) -> BookValues:
     """The levels (best ``depth`` of each side) and the derived values of a book now."""
+    n = max(depth, 10)
+    bids, asks = book.bids(n), book.asks(n)
     return BookValues(
         book.last_update_id,
         book.price_exp,
         book.qty_exp,
-        book.bids(depth),
-        book.asks(depth),
+        bids[:depth],
+        asks[:depth],
         midprice(book),
         spread(book),
         spread_bps(book),
         microprice(book),
-        imbalance(book, 1),
-        imbalance(book, 5),
-        imbalance(book, 10),
+        imbalance_of(bids, asks, 1),
+        imbalance_of(bids, asks, 5),
+        imbalance_of(bids, asks, 10),
         depth_within_bps(book, 10),
         depth_within_bps(book, 50),
     )
@@ -135,6 +137,7 @@ class BookSampler:
         emit: receives each row, per symbol in time order.
         symbols: only these symbol ids (None: all).
         until_ns: no rows after this time.
+        mlofi_levels: levels of the multi-level OFI (1: the OFI only, cheaper).
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class BookSampler:
         *,
         symbols: set[int] | None = None,
         until_ns: int | None = None,
+        mlofi_levels: int = MLOFI_LEVELS,
     ) -> None:
         if interval_ns <= 0:
             raise ValueError(f"interval must be positive: {interval_ns} ns")
@@ -155,6 +159,7 @@ class BookSampler:
         self.emit = emit
         self.symbols = symbols
         self.until_ns = until_ns
+        self.mlofi_levels = mlofi_levels
         self.clock = 0  # the feed's exchange clock: the latest depth ts_event seen
         self.books: dict[int, _Symbol] = {}
 
@@ -172,7 +177,9 @@ class BookSampler:
             return
         state = self.books.get(sid)
         if state is None:
-            state = self.books[sid] = _Symbol(sid, OrderBook(self.rule), OfiTracker(MLOFI_LEVELS))
+            state = self.books[sid] = _Symbol(
+                sid, OrderBook(self.rule), OfiTracker(self.mlofi_levels)
+            )
         if not ts:
             state.waiting.append(depth)
             return

@@ -192,7 +192,13 @@ class BookExport:
         self.interval_ns = interval_ns
         self.symbols = symbols
         self.sampler = BookSampler(
-            rule, interval_ns, depth, self._row, symbols=symbols, until_ns=until_ns
+            rule,
+            interval_ns,
+            depth,
+            self._row,
+            symbols=symbols,
+            until_ns=until_ns,
+            mlofi_levels=MLOFI_LEVELS if features else 1,
         )
         self.pending: list[BookRow] = []
         self.rows = 0
