@@ -1,4 +1,4 @@
-"""``consolidator``: run, flusher, replay, exporter, sim, demo."""
+"""``consolidator``: run, flusher, replay, exporter, export, sim, demo."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ PASSTHROUGH = {
     "flusher": "durable journal of every ring under shm_dir (consolidator flusher --help)",
     "replay": "replay a journal range into a ring (consolidator replay --help)",
     "exporter": "Prometheus endpoint for all feeds (consolidator exporter --help)",
+    "export": "journal and live ring to Parquet/CSV: records, books, features (--help)",
 }
 
 
@@ -55,6 +56,10 @@ def _main(argv: Sequence[str]) -> int:
         from consolidator.journal.main import run_replay
 
         return run_replay(list(argv[1:]))
+    if argv[:1] == ["export"]:
+        from consolidator.cli.export import run as run_export
+
+        return run_export(list(argv[1:]))
     if argv[:1] == ["exporter"]:
         from consolidator.exporter import run_exporter
 
