@@ -532,49 +532,58 @@ class BinanceProtocol:
         if not entry.live[kind]:
             predecessor = self._replaces.get(conn_id)
             if predecessor is None or predecessor in self._closed:
-                self._join(kind, entry, conn_id, out)
+                self._join(kind, entry, conn_id, "failover", out)
                 return
             # The replacement of a connection that still runs: that one keeps the stream until
             # the two overlap (it may still deliver records older than the replacement's first).
             entry.live[kind] = (predecessor,)
-        if len(held) >= MAX_HELD or self._overlaps(kind, entry, held[0]):
-            self._join(kind, entry, conn_id, out)
+        if self._overlaps(kind, entry, held[0]):
+            self._join(kind, entry, conn_id, "", out)
+        elif len(held) >= MAX_HELD:
+            self._join(kind, entry, conn_id, "lagging", out)
 
     def _overlaps(self, kind: int, entry: _Symbol, first: _Record) -> bool:
-        """Whether the live connections already delivered ``first`` (a joining connection's
-        first held record), or the stream has nothing to continue.
+        """Whether the live connections reached ``first`` (a joining connection's first held
+        record), or the stream has nothing to continue.
 
         Each connection's stream is gapless and in order, so once the live ones have reached the
-        joining one's first id, taking its records loses nothing and duplicates are filtered by
-        id. Trade ids are consecutive, so being one short of it is enough there. Depth compares
-        with the newest diff published or buffered by the book sync.
+        record the joining one's first continues from, taking its records loses nothing and
+        duplicates are filtered by id. Trade ids are consecutive: being one short is enough.
+        A diff continues from ``U - 1`` (spot) or ``pu`` (USD-M): compared with the newest diff
+        published or buffered by the book sync. Quote ids are not consecutive: the live ones
+        must have delivered it.
         """
         if kind == _TRADE:
             return entry.last_trade >= first[2] - 1
         if kind == _QUOTE:
             return entry.last_quote >= first[2]
         last = None if entry.book is None else entry.book.last_id
-        return last is None or last >= first.last_update_id  # type: ignore[union-attr]
+        if last is None:
+            return True
+        prev = first.prev_update_id  # type: ignore[union-attr]
+        return last >= (first.first_update_id - 1 if prev is None else prev)  # type: ignore[union-attr]
 
     def _join_overlapping(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
         held = entry.held[kind]
         for conn_id, records in list(held.items()):
             if conn_id in held and self._overlaps(kind, entry, records[0]):
-                self._join(kind, entry, conn_id, out)
+                self._join(kind, entry, conn_id, "", out)
 
-    def _join(self, kind: int, entry: _Symbol, conn_id: int, out: list[Output]) -> None:
+    def _join(
+        self, kind: int, entry: _Symbol, conn_id: int, reason: str, out: list[Output]
+    ) -> None:
         """Make ``conn_id`` live on the stream and take what it held, duplicates dropped.
 
         Unless the stream is fresh, a trade id jump at the seam is a real loss (the live
-        connections left, or lagged beyond `MAX_HELD`, before the streams overlapped): it
-        becomes a GAP event. Depth jumps are caught by the book sync.
+        connections left, or lag more than `MAX_HELD` records behind, before the streams
+        overlapped): a GAP event with ``reason`` ("rotation": it replaces the connection that
+        left; "failover": another one left; "lagging"). Depth jumps are caught by the book sync.
         """
         held = entry.held[kind].pop(conn_id, [])
         entry.live[kind] = (*entry.live[kind], conn_id)
         if kind == _TRADE and held and not entry.fresh[kind]:
             last, got = entry.last_trade, held[0][2]
             if 0 <= last < got - 1:
-                reason = "rotation" if conn_id in self._replaces else "failover"
                 detail = {"stream": "trades", "reason": reason, "expected": last + 1, "got": got}
                 out.append(make_event(EventKind.GAP, detail, entry.symbol_id))
         entry.fresh[kind] = False
@@ -596,7 +605,8 @@ class BinanceProtocol:
                 live = entry.live[kind] = tuple(c for c in live if c != conn_id)
                 if not live and held:
                     first = min(held, key=lambda c: _record_id(kind, held[c][0]))
-                    self._join(kind, entry, first, out)
+                    rotated = self._replaces.get(first) == conn_id
+                    self._join(kind, entry, first, "rotation" if rotated else "failover", out)
                     if held:
                         self._join_overlapping(kind, entry, out)
 
