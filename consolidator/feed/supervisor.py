@@ -13,6 +13,10 @@ carrying those streams open for the writer's lifetime:
   opened and subscribed while the old one still delivers; once the venue acknowledged every
   subscription and sent a market message on it (or `READY_TIMEOUT_S` passed), the old one is
   closed and the protocol told (``on_disconnect``), which de-duplicates the overlap by id.
+
+With redundant connections each leg of a planned connection is a slot of its own (the plan's
+``leg``): its reconnects, watchdog and rotations are its own, and the protocol arbitrates
+between the legs' copies.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from consolidator.feed.backoff import Backoff
 from consolidator.feed.connection import ConnectError, FeedConnection
 from consolidator.feed.counters import Counters
 from consolidator.records import EventKind
-from consolidator.venues.base import ConnectionPlan, Output
+from consolidator.venues.base import LEG_NAMES, ConnectionPlan, Output
 
 __all__ = ["READY_TIMEOUT_S", "ConnectionSlot", "SlotHost", "SlotSettings"]
 
@@ -79,6 +83,8 @@ class SlotSettings:
     ready_timeout_s: float = READY_TIMEOUT_S
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    redundant: bool = False
+    """Connections have legs: CONNECT events name the leg."""
 
 
 class ConnectionSlot:
@@ -150,11 +156,18 @@ class ConnectionSlot:
                 _log.warning("connection %d failed: %s", plan.conn_id, exc)
             return None
         counters.move("connecting", "open")
+        counters.leg_moved(plan.leg, 1)
         self._backoff.connected(time.monotonic())
         self.current = conn
         host.handle(host.on_connected(plan.conn_id))
-        detail = {"conn_id": plan.conn_id, "url": conn.url, "streams": len(plan.streams)}
-        host.event(EventKind.CONNECT, detail)
+        opened: dict[str, object] = {
+            "conn_id": plan.conn_id,
+            "url": conn.url,
+            "streams": len(plan.streams),
+        }
+        if self._settings.redundant:
+            opened["leg"] = LEG_NAMES[plan.leg]
+        host.event(EventKind.CONNECT, opened)
         _log.info("connection %d open: %s, %d streams", plan.conn_id, conn.url, len(plan.streams))
         return conn
 
@@ -304,6 +317,7 @@ class ConnectionSlot:
     def _closed(self, conn: FeedConnection) -> None:
         conn.abort()  # stops its control-frame sender; the transport is closed already
         self._host.counters.move("open", None)
+        self._host.counters.leg_moved(conn.plan.leg, -1)
         self._host.forget_connection(conn)
 
 

@@ -68,6 +68,7 @@ from consolidator.venues.book_sync import BookSync, FuturesRule, SyncState, Upda
 __all__ = [
     "CHANNELS",
     "DEPTH_STREAMS",
+    "LEG_CHANNELS",
     "SPOT_LIMITS",
     "USDM_LIMITS",
     "BinanceLimits",
@@ -82,6 +83,8 @@ CHANNELS: Final = frozenset({"trades", "quotes", "depth"})
 
 _TRADE, _QUOTE, _DEPTH = 0, 1, 2
 _CHANNEL_OF: Final = ("trades", "quotes", "depth")
+LEG_CHANNELS: Final = _CHANNEL_OF
+"""The channels of `BinanceProtocol.leg_counts`, in index order."""
 _BUY: Final = int(Side.BUY)
 _SELL: Final = int(Side.SELL)
 _OFF_BOOK: Final = int(TradeFlag.OFF_BOOK)
