@@ -1,6 +1,7 @@
 """Fault injection: spec parsing, arming, and per-frame / per-connection application.
 
-Spec grammar: ``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant=V]``.
+Spec grammar:
+``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant=V][,session=ID]``.
 
 * ``drop-depth`` skips one diff-depth event (the book counter still advances).
 * ``duplicate`` sends a frame twice; ``reorder`` swaps two consecutive frames;
@@ -13,7 +14,9 @@ Spec grammar: ``KIND[:SYMBOL][,count=N][,prob=P][,after=S][,duration=S][,variant
 ``count=0`` means unlimited); ``prob`` is the chance that an eligible frame (or connection)
 is hit; ``after`` delays activation by that many seconds after arming, and for connection
 faults after the connection opened, whichever is later. A symbol restricts frame faults to
-that symbol's streams and connection faults to connections subscribed to it.
+that symbol's streams and connection faults to connections subscribed to it; ``session``
+restricts connection faults to the connection with that id (``/sim/stats`` lists them), e.g. to
+cut one of a client's redundant connections.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class FaultSpec:
     after: float = 0.0
     duration: float | None = None
     variant: str | None = None
+    session: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description."""
@@ -82,6 +86,7 @@ class FaultSpec:
             "after": self.after,
             "duration": self.duration,
             "variant": self.variant,
+            "session": self.session,
         }
 
 
@@ -111,7 +116,7 @@ def parse_fault(text: str) -> FaultSpec:
     values: dict[str, str] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("count", "prob", "after", "duration", "variant"):
+        if not sep or key not in ("count", "prob", "after", "duration", "variant", "session"):
             raise ValueError(f"bad fault option {option!r}")
         values[key] = value
     prob = _number("prob", values["prob"]) if "prob" in values else 1.0
@@ -126,6 +131,11 @@ def parse_fault(text: str) -> FaultSpec:
     variant = values.get("variant")
     if variant is not None and (kind is not FaultKind.MALFORMED or variant not in _VARIANTS):
         raise ValueError(f"bad malformed variant {variant!r} (one of {', '.join(_VARIANTS)})")
+    session: int | None = None
+    if "session" in values:
+        if not kind.per_connection or not values["session"].isdigit():
+            raise ValueError(f"bad fault option session={values['session']!r} (stall, reset)")
+        session = int(values["session"])
     return FaultSpec(
         kind=kind,
         symbol=symbol.strip().upper() or None,
@@ -134,6 +144,7 @@ def parse_fault(text: str) -> FaultSpec:
         after=_number("after", values["after"]) if "after" in values else 0.0,
         duration=_number("duration", values["duration"]) if "duration" in values else None,
         variant=variant,
+        session=session,
     )
 
 
@@ -290,6 +301,8 @@ class FaultManager:
             if not spec.kind.per_connection or conn_id in armed.tried:
                 continue
             if spec.symbol is not None and spec.symbol not in symbols:
+                continue
+            if spec.session is not None and spec.session != conn_id:
                 continue
             if now < max(armed.armed_at, opened_at) + spec.after:
                 continue
