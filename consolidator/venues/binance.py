@@ -92,6 +92,7 @@ _DUP_TRADE: Final = Dropped("duplicate_trade", 1)
 _DUP_QUOTE: Final = Dropped("duplicate_quote", 1)
 _UNSUBSCRIBED: Final = Dropped("unsubscribed_stream", 1)
 _UNEXPECTED_SNAPSHOT: Final = Dropped("unexpected_snapshot", 1)
+_STALE_DEPTH: Final = Dropped("stale_depth", 1)
 _CLOSED: Final = Dropped("closed_connection", 1)
 MAX_HELD: Final = 10_000
 """Records held per stream from a joining connection before it joins regardless."""
@@ -282,6 +283,7 @@ class BinanceProtocol:
         self._trade_event = limits.trade_stream
         self._trade_id_key = "a" if aggregated else "t"
         self._trade_flags = int(TradeFlag.AGGREGATED) if aggregated else 0
+        self._id_keys = (self._trade_id_key, "u", "u")  # the venue id of each channel's events
         self._symbols: dict[str, _Symbol] = {}
         self._routes: dict[str, tuple[int, _Symbol]] = {}
         self._table = ConnectionTable(
@@ -462,8 +464,29 @@ class BinanceProtocol:
             if type(stream) is not str:
                 return [parse_error("unknown_event", frame, conn_id)]
             return [_UNSUBSCRIBED]
-        out: list[Output] = []
         channel, entry = route
+        if conn_id in entry.live[channel]:
+            # A copy of what was accepted already (the other leg's, an overlapping connection's)
+            # is dropped on its id alone: it would cost a full parse.
+            ident = data.get(self._id_keys[channel])
+            taken = (
+                entry.last_trade
+                if channel == _TRADE
+                else entry.last_quote
+                if channel == _QUOTE
+                else entry.book.stale_up_to  # type: ignore[union-attr]
+            )
+            if type(ident) is int and 0 <= ident <= taken:
+                at = self._leg_at.get(conn_id, 0) + channel
+                self._duplicate(entry, channel, ts_recv, at)
+                return [
+                    _DUP_TRADE
+                    if channel == _TRADE
+                    else _DUP_QUOTE
+                    if channel == _QUOTE
+                    else _STALE_DEPTH
+                ]
+        out: list[Output] = []
         try:
             if channel == _DEPTH:
                 record: _Record = self._parse_depth(data, entry, ts_recv)

@@ -283,6 +283,16 @@ class BookSync:
         buffer = self._buffer
         return buffer[-1].last_update_id if buffer else None
 
+    @property
+    def stale_up_to(self) -> int:
+        """A diff whose ``last_update_id`` is at or below this is dropped as stale whatever else
+        it holds (-1 when no id is known to be: IDLE, or SYNCED before a diff joined the
+        snapshot, which the rule decides)."""
+        if self._state is SyncState.SYNCED:
+            return self._local if self._joined else -1
+        buffer = self._buffer
+        return buffer[-1].last_update_id if buffer else -1
+
     def on_diff(self, diff: Depth, out: list[Output]) -> bool:
         """Take one diff; publish it, buffer it, drop it or resynchronize.
 

@@ -349,6 +349,35 @@ def test_a_frame_from_a_reported_closed_connection_is_dropped() -> None:
     assert _published(protocol.on_frame(b.conn_id, trade("AAAUSDT", 1002), 0)) == [("trade", 1002)]
 
 
+def test_a_live_copy_of_a_taken_id_is_dropped_unparsed() -> None:
+    protocol, a, b = _legs()
+    _sync(protocol, a.conn_id)
+    for frame in _step(1):
+        protocol.on_frame(a.conn_id, frame, 0)
+        protocol.on_frame(b.conn_id, frame, 0)  # b joins
+    late = {"e": "trade", "E": 1, "s": "AAAUSDT", "t": 1001, "p": "not a price"}
+    frame = orjson.dumps({"stream": "aaausdt@trade", "data": late})
+    assert protocol.on_frame(b.conn_id, frame, 5) == [Dropped("duplicate_trade", 1)]
+    late["t"] = 1002  # a new id is parsed: the error shows
+    frame = orjson.dumps({"stream": "aaausdt@trade", "data": late})
+    assert kinds(protocol.on_frame(b.conn_id, frame, 5)) == ["ParseError:missing_field"]
+    diff = depth("AAAUSDT", 101, 101, bids=[("x", "1")])
+    assert protocol.on_frame(b.conn_id, diff, 5) == [Dropped("stale_depth", 1)]
+    assert protocol.on_frame(b.conn_id, quote("AAAUSDT", 510), 5) == [Dropped("duplicate_quote", 1)]
+
+
+def test_usdm_diff_ending_at_a_fresh_snapshot_id_is_still_joined() -> None:
+    protocol, a, b = _legs(["depth"], "usdm")
+    protocol.on_frame(a.conn_id, depth("AAAUSDT", 80, 90, 79), 0)
+    out = protocol.on_snapshot("AAAUSDT", snapshot(100), 0)
+    assert kinds(out) == ["Dropped:depth_before_snapshot", "Snapshot", "Event:BOOK_SYNCED"]
+    joining = protocol.on_frame(a.conn_id, depth("AAAUSDT", 95, 100, 90), 0)
+    assert _by_channel(joining)["depth"] == [100], "U <= lastUpdateId <= u: applied"
+    assert protocol.on_frame(b.conn_id, depth("AAAUSDT", 95, 100, 90), 0) == [
+        Dropped("stale_depth", 1)
+    ]
+
+
 # --- any interleaving -------------------------------------------------------------------------
 
 STEPS = 12
