@@ -273,6 +273,7 @@ class BinanceProtocol:
             raise VenueUsageError(f"redundancy must be 1 or 2: {redundancy!r}")
         self.market: Final = market
         self.redundancy: Final = redundancy
+        self._redundant = redundancy > 1
         self.limits: Final = limits
         self.channels: Final = frozenset(channels)
         self._intern = intern
@@ -465,9 +466,9 @@ class BinanceProtocol:
                 return [parse_error("unknown_event", frame, conn_id)]
             return [_UNSUBSCRIBED]
         channel, entry = route
-        if conn_id in entry.live[channel]:
-            # A copy of what was accepted already (the other leg's, an overlapping connection's)
-            # is dropped on its id alone: it would cost a full parse.
+        if self._redundant and conn_id in entry.live[channel]:
+            # A copy of what the other leg delivered already is dropped on its id alone: it
+            # would cost a full parse (without legs, copies are rare: rotation overlaps).
             ident = data.get(self._id_keys[channel])
             taken = (
                 entry.last_trade
