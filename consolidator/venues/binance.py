@@ -404,6 +404,7 @@ class BinanceProtocol:
             # one keeps its streams (nothing was missed); forget the replacement and what it held.
             del self._replaces[conn_id]
             self._table.forget(conn_id)
+            self._closed.add(conn_id)
             self._leave(conn_id, out)
             return out
         self._closed.add(conn_id)
