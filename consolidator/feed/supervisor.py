@@ -250,7 +250,7 @@ class ConnectionSlot:
         plan = host.plan_rotation(old.conn_id)
         try:
             while True:
-                new = await self._try_open(plan)
+                new = await self._try_open(plan)  # a failure to open is reported in there
                 if new is not None:
                     ready = await self._until_ready(new, old_closed, report_old)
                     if new.is_open:
@@ -261,12 +261,17 @@ class ConnectionSlot:
                     host.event(EventKind.DISCONNECT, {"conn_id": new.conn_id, "reason": key})
                     host.handle(host.on_disconnect(new.conn_id, time.time_ns()))
                     self.current = old
+                # An attempt that failed while the old connection was not yet reported closed
+                # was forgotten by the protocol (the old one kept its streams): the next attempt
+                # replaces the old connection, open or closed since. One that failed after it
+                # holds the streams: the next attempt replaces that one.
+                failed_after_old = reported
                 if old_closed.done():
                     report_old()
                 await asyncio.sleep(self._backoff.next_delay())
-                # While the old connection is open, the next attempt replaces it (not the failed
-                # attempt): the protocol holds the newcomer's records until the two overlap.
-                plan = host.plan_rotation(plan.conn_id if reported else old.conn_id)
+                # While the old connection is open, the protocol holds the newcomer's records
+                # until the two overlap.
+                plan = host.plan_rotation(plan.conn_id if failed_after_old else old.conn_id)
         finally:
             old_closed.cancel()
         old_closed_first = reported

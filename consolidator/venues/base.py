@@ -481,10 +481,13 @@ class ConnectionTable:
             raise VenueUsageError(f"connection {conn_id} is not planned")
         conn.state = _OPEN
 
-    def forget(self, conn_id: int) -> None:
+    def forget(self, conn_id: int, keeps: int | None = None) -> None:
         """Drop ``conn_id`` and its pending requests (a replacement that failed: its streams
-        stay with the connection it was to replace)."""
+        stay with ``keeps``, the connection it was to replace, which is no longer retiring)."""
         self._conns.pop(conn_id, None)
+        kept = None if keeps is None else self._conns.get(keeps)
+        if kept is not None:
+            kept.retiring = False
         for request_id in [r for r, p in self._pending.items() if p[0] == conn_id]:
             del self._pending[request_id]
 

@@ -403,7 +403,7 @@ class BinanceProtocol:
             # A replacement that failed while the connection it was to replace still runs: that
             # one keeps its streams (nothing was missed); forget the replacement and what it held.
             del self._replaces[conn_id]
-            self._table.forget(conn_id)
+            self._table.forget(conn_id, predecessor)
             self._closed.add(conn_id)
             self._leave(conn_id, out)
             return out

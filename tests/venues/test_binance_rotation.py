@@ -157,3 +157,12 @@ def test_a_failed_replacement_leaves_the_old_connection_in_charge() -> None:
     assert _published(protocol.on_frame(again.conn_id, trade("AAAUSDT", 1008), 0)) == [
         ("trade", 1008)
     ]
+
+
+def test_after_a_failed_replacement_the_old_connection_can_be_replaced_once_closed() -> None:
+    protocol, old, new = _rotating()
+    assert protocol.on_disconnect(new, 0) == [], "forgotten: the old one keeps the streams"
+    out = protocol.on_disconnect(old, 0)
+    assert "Event:GAP" in kinds(out), "then it closed before any replacement: a loss"
+    again = protocol.plan_rotation(old)  # the old one is no longer retiring: still known
+    assert again.streams == protocol.plan_rotation(again.conn_id).streams
