@@ -13,7 +13,8 @@ defined here; the driver acts on them by type:
                   coalesces it with a request for the same symbol already queued or in flight
 `Reconnect`       replace connection ``conn_id`` make-before-break (``plan_rotation``)
 `ParseError`      the peer sent something the protocol cannot use (counted, sampled, skipped)
-`Dropped`         messages dropped on purpose (duplicates during rotation, stale diffs), counted
+`Dropped`         messages dropped on purpose (copies from overlapping connections or legs, stale
+                  diffs), counted
 ================  =================================================================================
 
 `ConnectionTable` keeps the connections and subscriptions, `ControlPacer` paces control frames.

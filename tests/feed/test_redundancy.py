@@ -95,11 +95,11 @@ def test_a_dead_then_a_stalled_leg_lose_nothing(tmp_path: Path, capsys: Any) -> 
         first, second = _sessions(sim)
         sim.control(action="fault", spec=f"reset,session={first}")
         wait_until(lambda: _applied(sim, "reset") == 1, 10, "one leg reset")
-        wait_until(lambda: len(_connects(rings)) == 3, 10, "the leg reconnected")
+        wait_until(lambda: len(_connects(rings)) >= 3, 10, "the leg reconnected")
         wait_synced(rings, SYMBOLS)
         checkpoint(sim, rings, SYMBOLS)
         sim.control(action="fault", spec=f"stall,session={second}")
-        wait_until(lambda: len(_connects(rings)) == 4, 10, "the stalled leg replaced")
+        wait_until(lambda: len(_connects(rings)) >= 4, 10, "the stalled leg replaced")
         assert mdstat_main(["f1", "--config-dir", str(feed.root), "--format", "json"]) == 0
         rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         events, detail, _ = _finish(sim, rings, writer, truth_path)
@@ -136,7 +136,7 @@ def test_both_legs_down_at_once_is_a_gap(tmp_path: Path) -> None:
         wait_synced(rings, SYMBOLS)
         wait_until(lambda: len(_sessions(sim)) == 2, 10, "both legs connected")
         sim.control(action="disconnect")
-        wait_until(lambda: len(_connects(rings)) == 4, 10, "both legs reconnected")
+        wait_until(lambda: len(_connects(rings)) >= 4, 10, "both legs reconnected")
         events, detail, published = _finish(sim, rings, writer, truth_path, complete=False)
     gaps = [json.loads(e.detail) for e in events if e.kind == EventKind.GAP]
     feed_wide = [
