@@ -96,7 +96,10 @@ class FeedConfig:
     ``rotate_after_s`` (make-before-break rotation ahead of the venue's 24 h cut),
     ``rediscover_s`` (re-read the instrument list when ``symbols = "all"``), ``stale_after_s`` (no
     data for this long: reconnect), ``cpu`` (the core to pin the writer to), ``trade_stream``
-    (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"`` on spot, ``"aggTrade"`` on USD-M).
+    (Binance ``"trade"`` or ``"aggTrade"``; default ``"trade"`` on spot, ``"aggTrade"`` on USD-M),
+    ``redundancy`` (1, or 2: every connection is kept twice, as legs "a" and "b", and each record is
+    taken from whichever delivers it first) and ``ws_url_b`` (leg "b"'s URL with ``redundancy = 2``;
+    default ``ws_url``).
     """
 
     name: str
@@ -115,6 +118,8 @@ class FeedConfig:
     stale_after_s: float = 30.0
     cpu: int | None = None
     trade_stream: str | None = None  # None: the venue's default
+    redundancy: int = 1
+    ws_url_b: str = ""  # leg "b" (redundancy = 2); set to ws_url by load_feed when absent
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -274,6 +279,14 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
     rest_url = t.get("rest_url", str, default_rest)
     if not ws_url.startswith(("ws://", "wss://")):
         raise ConfigError(f"{path}: ws_url: expected a ws:// or wss:// URL, got {ws_url!r}")
+    redundancy = t.get("redundancy", int, 1)
+    if redundancy not in (1, 2):
+        raise ConfigError(f"{path}: redundancy: expected 1 or 2, got {redundancy!r}")
+    ws_url_b = t.get("ws_url_b", str, ws_url)
+    if not ws_url_b.startswith(("ws://", "wss://")):
+        raise ConfigError(f"{path}: ws_url_b: expected a ws:// or wss:// URL, got {ws_url_b!r}")
+    if "ws_url_b" in t.data and redundancy != 2:
+        raise ConfigError(f"{path}: ws_url_b: only used with redundancy = 2 (the second leg)")
     if not rest_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"{path}: rest_url: expected an http:// or https:// URL, got {rest_url!r}"
@@ -323,6 +336,8 @@ def load_feed(config: GlobalConfig, feed: str) -> FeedConfig:
         stale_after_s=t.positive("stale_after_s", 30.0),
         cpu=cpu,
         trade_stream=trade_stream,
+        redundancy=redundancy,
+        ws_url_b=ws_url_b.rstrip("/"),
     )
     t.finish()
     return result

@@ -85,6 +85,14 @@ HELP: Final[dict[str, str]] = {
     "consolidator_snapshots": "Depth snapshot requests, by outcome.",
     "consolidator_internal_errors": "Internal errors the writer survived (bugs: report them).",
     "consolidator_connections": "Websocket connections of the writer, by state.",
+    "consolidator_leg_connections": "Open connections of each leg (redundancy = 2).",
+    "consolidator_leg_wins": "Records taken from each leg: its copy came first, by channel.",
+    "consolidator_leg_duplicates": (
+        "Copies from each leg dropped because another copy came first, by channel."
+    ),
+    "consolidator_leg_lag_seconds": (
+        "Mean lag of a leg's copies behind the first copy (0 for a win), over the last second."
+    ),
     "consolidator_last_message_timestamp_seconds": "Receive time of the last message, by channel.",
     "consolidator_exchange_to_receive_seconds": "Venue event time to local receive time.",
     "consolidator_receive_to_commit_seconds": (

@@ -4,8 +4,9 @@ Sources: the ring headers (writer pid, heartbeat, state, sequence, capacity), th
 still held (how far back the ring reaches in time), the flusher's durable positions (durable lag,
 losses), the feed's events ring (gaps, resyncs, parse errors, reconnects and the connection
 state since the writer last started), and the reader registry (each registered reader's position,
-hence the slowest live reader's lag, and readers that died without leaving). Nothing here writes
-or waits.
+hence the slowest live reader's lag, and readers that died without leaving), and, with redundant
+connections, each leg's open connections, wins, duplicates and lag per channel (the writer's
+counters file). Nothing here writes or waits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consolidator.counters import read_counters
+from consolidator.counters import CountersSnapshot, read_counters
 from consolidator.errors import ConsolidatorError
 from consolidator.journal.position import DurablePosition, durable_lag_ns, read_positions
 from consolidator.payloads import decode_event
@@ -28,6 +29,7 @@ from consolidator.streams import feed_streams, open_stream_reader
 
 __all__ = [
     "EventTally",
+    "LegStatus",
     "ReaderStatus",
     "StreamStatus",
     "counted_events",
@@ -76,9 +78,46 @@ class ReaderStatus:
 
 
 @dataclass
+class LegStatus:
+    """One leg of redundant connections, for one stream (channel), as mdstat shows it.
+
+    ``wins``: records taken from the leg (its copy came first); ``duplicates``: its copies
+    dropped (another came first); ``lag_s``: the mean lag of its copies behind the first copy
+    over the writer's last second (0 for a win).
+    """
+
+    leg: str
+    connections: int
+    wins: int
+    duplicates: int
+    lag_s: float
+
+    @classmethod
+    def of_stream(cls, snap: CountersSnapshot | None, stream: str) -> list[LegStatus]:
+        """Every leg's values for ``stream`` (a channel); empty without legs."""
+        if snap is None:
+            return []
+        wins = snap.family("consolidator_leg_wins_total")
+        if stream not in {dict(m.labels).get("channel") for m in wins}:
+            return []
+        legs = [dict(m.labels)["leg"] for m in snap.family("consolidator_leg_connections")]
+        return [
+            cls(
+                leg=leg,
+                connections=snap.value("consolidator_leg_connections", leg=leg),
+                wins=snap.value("consolidator_leg_wins_total", leg=leg, channel=stream),
+                duplicates=snap.value("consolidator_leg_duplicates_total", leg=leg, channel=stream),
+                lag_s=snap.value("consolidator_leg_lag_seconds", leg=leg, channel=stream) / 1e9,
+            )
+            for leg in sorted(legs)
+        ]
+
+
+@dataclass
 class StreamStatus:
     """One mdstat row. ``slowest_reader*``: the live registered reader furthest behind the tail;
-    ``reader_list``: every registered reader, dead ones included (json only)."""
+    ``reader_list``: every registered reader, dead ones included (json only); ``legs``: with
+    redundant connections, each leg on this channel (trades, quotes, depth rows)."""
 
     feed: str
     stream: str
@@ -103,6 +142,7 @@ class StreamStatus:
     slowest_reader_pid: int | None = None
     slowest_reader_lag: int | None = None
     reader_list: list[ReaderStatus] = field(default_factory=list)
+    legs: list[LegStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
@@ -150,10 +190,12 @@ def tally_events(shm_dir: Path, feed: str) -> EventTally:
     return tally
 
 
-def counted_events(shm_dir: Path, feed: str) -> EventTally:
+def counted_events(shm_dir: Path, feed: str, snap: CountersSnapshot | None = None) -> EventTally:
     """The writer's own counters when its counters file is there (exact however long it has run),
-    else `tally_events` (a writer without one, or an events ring read after it stopped)."""
-    snap = read_counters(shm_dir, feed)
+    else `tally_events` (a writer without one, or an events ring read after it stopped).
+    ``snap``: the counters file already read."""
+    if snap is None:
+        snap = read_counters(shm_dir, feed)
     if snap is None:
         return tally_events(shm_dir, feed)
     return EventTally(
@@ -181,6 +223,7 @@ def _row(
     tally: EventTally,
     positions: DurablePosition | None,
     registered: list[ReaderInfo],
+    counters: CountersSnapshot | None,
 ) -> StreamStatus:
     now = time.time_ns()
     info = reader.writer_info()
@@ -218,12 +261,12 @@ def _row(
         slowest_reader_pid=None if slowest is None else slowest.pid,
         slowest_reader_lag=None if slowest is None else slowest.lag,
         reader_list=readers,
+        legs=LegStatus.of_stream(counters, stream),
     )
 
 
 def feed_status(shm_dir: Path, feed: str, rate_window_s: float) -> list[StreamStatus]:
     """Rows for every stream of ``feed``; rates over one ``rate_window_s`` shared by all."""
-    tally = counted_events(shm_dir, feed)
     readers = {s: open_stream_reader(shm_dir, feed, s) for s in feed_streams(shm_dir, feed)}
     try:
         before = {s: r.tail() for s, r in readers.items()}
@@ -236,8 +279,11 @@ def feed_status(shm_dir: Path, feed: str, rate_window_s: float) -> list[StreamSt
         }
         positions = read_positions(shm_dir, feed)
         registered = list_readers(shm_dir, feed)
+        counters = read_counters(shm_dir, feed)
+        tally = counted_events(shm_dir, feed, counters)
         return [
-            _row(feed, s, r, rates[s], tally, positions, registered) for s, r in readers.items()
+            _row(feed, s, r, rates[s], tally, positions, registered, counters)
+            for s, r in readers.items()
         ]
     finally:
         for reader in readers.values():

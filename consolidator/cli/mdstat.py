@@ -6,6 +6,10 @@ seconds (so it can serve as a health check), 2 for bad usage.
 Registered readers (``consolidator.ring.registry``): each row names the live reader furthest
 behind the ring's tail and its lag in records; the text format then lists every reader, dead ones
 (processes gone without leaving the registry) marked DEAD; json rows carry them as ``reader_list``.
+
+Redundant connections (``redundancy = 2``): the text format then lists each leg of each channel
+(open connections, records won, copies dropped as duplicates, mean lag behind the first copy);
+json rows of trades, quotes and depth carry them as ``legs``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ COLUMNS = (
     ("slowest_reader_pid", "SLOW_PID", ">8"),
 )  # fmt: skip
 TEXT_COLUMNS = tuple(c for c in COLUMNS if c[0] != "slowest_reader_pid")
+LEG_COLUMNS = (
+    ("feed", "FEED", "<10"), ("stream", "STREAM", "<7"), ("leg", "LEG", "<3"),
+    ("connections", "CONN", ">4"), ("wins", "WINS", ">11"), ("duplicates", "DUPS", ">11"),
+    ("lag_ms", "LAG_MS", ">8"),
+)  # fmt: skip
 READER_COLUMNS = (
     ("feed", "FEED", "<10"), ("stream", "STREAM", "<7"), ("name", "READER", "<16"),
     ("pid", "PID", ">7"), ("state", "STATE", "<5"), ("position", "POSITION", ">11"),
@@ -59,6 +68,14 @@ def _text(rows: list[StreamStatus]) -> None:
         if row.slowest_reader is not None:
             values["slowest_reader"] = f"{row.slowest_reader}/{row.slowest_reader_pid}"
         print("  ".join(_cell(values[key], spec) for key, _, spec in TEXT_COLUMNS).rstrip())
+    legs = [(row, leg) for row in rows for leg in row.legs]
+    if legs:
+        print()
+        print("  ".join(_cell(title, spec) for _, title, spec in LEG_COLUMNS).rstrip())
+        for row, leg in legs:
+            values = {"feed": row.feed, "stream": row.stream, **asdict(leg)}
+            values["lag_ms"] = f"{leg.lag_s * 1000:.3f}"
+            print("  ".join(_cell(values[key], spec) for key, _, spec in LEG_COLUMNS).rstrip())
     readers = [(row, r) for row in rows for r in row.reader_list]
     if not readers:
         return

@@ -5,6 +5,7 @@ and mdstat read them while the writer runs; an update is a plain 8-byte store. N
 are the Prometheus metrics of DESIGN.md. The hot path (`Publisher`) resolves its slots once and
 stores into `CountersFile.words`; the rest of the writer uses the dict-like families and the
 integer attributes here. ``Counters()`` without a file keeps the same values in private memory.
+With redundant connections, `LegCounters` adds the metrics of each leg.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from pathlib import Path
 from typing import Final, overload
 
 from consolidator.counters import FILE_NAMES, CountersFile, Family, Histogram, Kind, Unit
+from consolidator.venues.base import LEG_NAMES, LegCounts
 
 __all__ = [
     "CHANNELS",
     "CONNECTION_STATES",
     "EXCHANGE_TO_RECEIVE_BOUNDS_NS",
+    "LAG_WINDOW_S",
     "RECEIVE_TO_COMMIT_BOUNDS_NS",
     "Counters",
+    "LegCounters",
 ]
 
 CHANNELS: Final = ("trades", "quotes", "depth", "other")
@@ -39,6 +43,84 @@ EXCHANGE_TO_RECEIVE_BOUNDS_NS: Final = tuple(
     int(m * _MS) for m in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 )
 """``consolidator_exchange_to_receive_seconds`` buckets: 0.5 ms to 30 s."""
+
+
+LAG_WINDOW_S: Final = 1.0
+"""``consolidator_leg_lag_seconds`` is the mean lag of a leg's copies over about this long."""
+
+
+class LegCounters:
+    """The metrics of redundant connections, per leg ("a", "b"):
+
+    * ``consolidator_leg_connections{leg}``: its open connections (gauge);
+    * ``consolidator_leg_wins_total{leg,channel}``: records taken from it (its copy came first);
+    * ``consolidator_leg_duplicates_total{leg,channel}``: its copies dropped (another came first);
+    * ``consolidator_leg_lag_seconds{leg,channel}``: the mean lag of its copies behind the first
+      copy (0 for a win) over the last `LAG_WINDOW_S`; kept while no copy arrives.
+
+    `update` copies the venue protocol's `LegCounts` (from the writer's loop timer, not per
+    message).
+    """
+
+    def __init__(self, file: CountersFile, legs: int, channels: tuple[str, ...]) -> None:
+        self.names = LEG_NAMES[:legs]
+        self.channels = channels
+        self.connections = Family(
+            file, "consolidator_leg_connections", "leg", kind=Kind.GAUGE, keys=self.names
+        )
+
+        def per_leg(name: str, kind: Kind = Kind.COUNTER, unit: Unit = Unit.PLAIN) -> list[Family]:
+            return [
+                Family(
+                    file,
+                    name,
+                    "channel",
+                    kind=kind,
+                    unit=unit,
+                    keys=channels,
+                    const=(("leg", leg),),
+                )
+                for leg in self.names
+            ]
+
+        self.wins = per_leg("consolidator_leg_wins_total")
+        self.duplicates = per_leg("consolidator_leg_duplicates_total")
+        self.lag_ns = per_leg("consolidator_leg_lag_seconds", Kind.GAUGE, Unit.NANOSECONDS)
+        self._window: tuple[float, list[int], list[int]] | None = None  # start, lag sums, copies
+
+    def summary(self) -> str:
+        """E.g. "a: 2 conns, 1200 wins, 800 dups; b: 2 conns, 800 wins, 1200 dups"."""
+        parts = []
+        for leg, name in enumerate(self.names):
+            wins = sum(self.wins[leg].values())
+            dups = sum(self.duplicates[leg].values())
+            conns = self.connections[name]
+            parts.append(f"{name}: {conns} conns, {wins} wins, {dups} dups")
+        return "; ".join(parts)
+
+    def update(self, counts: LegCounts, now: float) -> None:
+        """Copy ``counts``; ``now`` (monotonic seconds) closes a lag window when it is due."""
+        width = len(self.channels)
+        copies = [w + d for w, d in zip(counts.wins, counts.duplicates, strict=True)]
+        for index, (wins, duplicates) in enumerate(
+            zip(counts.wins, counts.duplicates, strict=True)
+        ):
+            leg, channel = divmod(index, width)
+            self.wins[leg][self.channels[channel]] = wins
+            self.duplicates[leg][self.channels[channel]] = duplicates
+        window = self._window
+        if window is None:
+            self._window = (now, list(counts.lag_ns), copies)
+            return
+        start, lag_before, copies_before = window
+        if now - start < LAG_WINDOW_S:
+            return
+        for index, lag in enumerate(counts.lag_ns):
+            n = copies[index] - copies_before[index]
+            if n > 0:
+                leg, channel = divmod(index, width)
+                self.lag_ns[leg][self.channels[channel]] = (lag - lag_before[index]) // n
+        self._window = (now, list(counts.lag_ns), copies)
 
 
 class _Scalar:
@@ -105,6 +187,8 @@ class Counters:
         )
         self.rest_errors = Family(f, "consolidator_rest_errors_total", "kind")
         self.snapshots = Family(f, "consolidator_snapshots_total", "result")
+        self.legs: LegCounters | None = None
+        """The metrics of each leg, with redundant connections (`enable_legs`)."""
         self._scalars: dict[str, int] = {}
         for name, value in vars(Counters).items():
             if isinstance(value, _Scalar):
@@ -154,12 +238,22 @@ class Counters:
         """Mark the counters file stopped (values stay readable)."""
         self.file.close()
 
+    def enable_legs(self, legs: int, channels: tuple[str, ...]) -> LegCounters:
+        """Count redundant connections' ``legs`` (metrics allocated now, at 0)."""
+        self.legs = LegCounters(self.file, legs, channels)
+        return self.legs
+
     def move(self, old: str | None, new: str | None) -> None:
         """One connection went from state ``old`` to ``new`` (None: not counted)."""
         if old is not None:
             self.connections[old] -= 1
         if new is not None:
             self.connections[new] += 1
+
+    def leg_moved(self, leg: int, delta: int) -> None:
+        """A connection of ``leg`` opened (+1) or closed (-1); nothing without legs."""
+        if self.legs is not None:
+            self.legs.connections[self.legs.names[leg]] += delta
 
     def total_messages(self) -> int:
         """Messages received on every channel."""
@@ -186,6 +280,8 @@ class Counters:
             parts.append(f"rate_limited={self.rate_limited} rest_errors {_pairs(self.rest_errors)}")
         if self.internal_errors:
             parts.append(f"internal_errors={self.internal_errors}")
+        if self.legs is not None:
+            parts.append(f"legs {self.legs.summary()}")
         return "; ".join(parts)
 
 

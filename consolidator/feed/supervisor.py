@@ -13,6 +13,10 @@ carrying those streams open for the writer's lifetime:
   opened and subscribed while the old one still delivers; once the venue acknowledged every
   subscription and sent a market message on it (or `READY_TIMEOUT_S` passed), the old one is
   closed and the protocol told (``on_disconnect``), which de-duplicates the overlap by id.
+
+With redundant connections each leg of a planned connection is a slot of its own (the plan's
+``leg``): its reconnects, watchdog and rotations are its own, and the protocol arbitrates
+between the legs' copies.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from consolidator.feed.backoff import Backoff
 from consolidator.feed.connection import ConnectError, FeedConnection
 from consolidator.feed.counters import Counters
 from consolidator.records import EventKind
-from consolidator.venues.base import ConnectionPlan, Output
+from consolidator.venues.base import LEG_NAMES, ConnectionPlan, Output
 
 __all__ = ["READY_TIMEOUT_S", "ConnectionSlot", "SlotHost", "SlotSettings"]
 
@@ -79,6 +83,8 @@ class SlotSettings:
     ready_timeout_s: float = READY_TIMEOUT_S
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    redundant: bool = False
+    """Connections have legs: CONNECT events name the leg."""
 
 
 class ConnectionSlot:
@@ -150,11 +156,18 @@ class ConnectionSlot:
                 _log.warning("connection %d failed: %s", plan.conn_id, exc)
             return None
         counters.move("connecting", "open")
+        counters.leg_moved(plan.leg, 1)
         self._backoff.connected(time.monotonic())
         self.current = conn
         host.handle(host.on_connected(plan.conn_id))
-        detail = {"conn_id": plan.conn_id, "url": conn.url, "streams": len(plan.streams)}
-        host.event(EventKind.CONNECT, detail)
+        opened: dict[str, object] = {
+            "conn_id": plan.conn_id,
+            "url": conn.url,
+            "streams": len(plan.streams),
+        }
+        if self._settings.redundant:
+            opened["leg"] = LEG_NAMES[plan.leg]
+        host.event(EventKind.CONNECT, opened)
         _log.info("connection %d open: %s, %d streams", plan.conn_id, conn.url, len(plan.streams))
         return conn
 
@@ -237,7 +250,7 @@ class ConnectionSlot:
         plan = host.plan_rotation(old.conn_id)
         try:
             while True:
-                new = await self._try_open(plan)
+                new = await self._try_open(plan)  # a failure to open is reported in there
                 if new is not None:
                     ready = await self._until_ready(new, old_closed, report_old)
                     if new.is_open:
@@ -248,12 +261,17 @@ class ConnectionSlot:
                     host.event(EventKind.DISCONNECT, {"conn_id": new.conn_id, "reason": key})
                     host.handle(host.on_disconnect(new.conn_id, time.time_ns()))
                     self.current = old
+                # An attempt that failed while the old connection was not yet reported closed
+                # was forgotten by the protocol (the old one kept its streams): the next attempt
+                # replaces the old connection, open or closed since. One that failed after it
+                # holds the streams: the next attempt replaces that one.
+                failed_after_old = reported
                 if old_closed.done():
                     report_old()
                 await asyncio.sleep(self._backoff.next_delay())
-                # While the old connection is open, the next attempt replaces it (not the failed
-                # attempt): the protocol holds the newcomer's records until the two overlap.
-                plan = host.plan_rotation(plan.conn_id if reported else old.conn_id)
+                # While the old connection is open, the protocol holds the newcomer's records
+                # until the two overlap.
+                plan = host.plan_rotation(plan.conn_id if failed_after_old else old.conn_id)
         finally:
             old_closed.cancel()
         old_closed_first = reported
@@ -304,6 +322,7 @@ class ConnectionSlot:
     def _closed(self, conn: FeedConnection) -> None:
         conn.abort()  # stops its control-frame sender; the transport is closed already
         self._host.counters.move("open", None)
+        self._host.counters.leg_moved(conn.plan.leg, -1)
         self._host.forget_connection(conn)
 
 

@@ -50,7 +50,13 @@ from consolidator.venues.base import (
     SendFrame,
     VenueUsageError,
 )
-from consolidator.venues.binance import BinanceLimits, BinanceProtocol, Market, depth_stream
+from consolidator.venues.binance import (
+    LEG_CHANNELS,
+    BinanceLimits,
+    BinanceProtocol,
+    Market,
+    depth_stream,
+)
 
 __all__ = ["CLOSE_TIMEOUT_S", "HEARTBEAT_S", "STATUS_S", "FeedWriter", "market_of"]
 
@@ -139,7 +145,9 @@ class FeedWriter:
         self._publisher: Publisher | None = None
         self._reservation: SequenceReservation | None = None
         self._rings: dict[str, RingWriter] = {}
-        self._settings = SlotSettings(feed.rotate_after_s, feed.stale_after_s)
+        self._settings = SlotSettings(
+            feed.rotate_after_s, feed.stale_after_s, redundant=feed.redundancy > 1
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._last_status = (time.monotonic(), 0)
         self._last_notify = (time.monotonic(), 0)
@@ -188,6 +196,8 @@ class FeedWriter:
         try:
             # After the symbol table's lock: a second writer of the feed must not replace it.
             self.counters = Counters.create(shm_dir, feed.name, feed.venue)
+            if feed.redundancy > 1:
+                self.counters.enable_legs(feed.redundancy, LEG_CHANNELS)
             rings = open_rings(
                 shm_dir,
                 feed.name,
@@ -238,7 +248,12 @@ class FeedWriter:
                 return
             names = discover.result()
             protocol = self._protocol = BinanceProtocol(
-                self.market, names, self.feed.channels, symbols.intern, limits=self.limits
+                self.market,
+                names,
+                self.feed.channels,
+                symbols.intern,
+                limits=self.limits,
+                redundancy=self.feed.redundancy,
             )
             assert self._publisher is not None
             self._publisher.on_frame = protocol.on_frame
@@ -343,6 +358,8 @@ class FeedWriter:
             for conn in conns:
                 conn.abort()
                 self.counters.move("open" if conn.opened_at else "connecting", None)
+                if conn.opened_at:
+                    self.counters.leg_moved(conn.plan.leg, -1)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.3):
                 await rest.close()
@@ -389,6 +406,9 @@ class FeedWriter:
         notifier = self.notifier
         notifier.ping_if_due()
         now = time.monotonic()
+        legs, protocol = self.counters.legs, self._protocol
+        if legs is not None and protocol is not None:
+            legs.update(protocol.leg_counts, now)
         if notifier.enabled and now - self._last_notify[0] >= NOTIFY_STATUS_S:
             notifier.status(self._notify_status(now))
         if now - self._last_status[0] >= STATUS_S:
@@ -442,6 +462,7 @@ class FeedWriter:
             "channels": list(feed.channels),
             "raw": feed.raw,
             "trade_stream": self.limits.trade_stream,
+            "redundancy": feed.redundancy,
         }
 
     def _stop_detail(self) -> dict[str, object]:
@@ -461,6 +482,20 @@ class FeedWriter:
             "snapshots": dict(c.snapshots),
             "rate_limited": c.rate_limited,
             "internal_errors": c.internal_errors,
+            **self._legs_detail(),
+        }
+
+    def _legs_detail(self) -> dict[str, object]:
+        """With legs: ``{"legs": {"a": {"wins": {channel: n}, "duplicates": {...}}, ...}}``."""
+        legs, protocol = self.counters.legs, self._protocol
+        if legs is None or protocol is None:
+            return {}
+        legs.update(protocol.leg_counts, time.monotonic())
+        return {
+            "legs": {
+                name: {"wins": dict(legs.wins[leg]), "duplicates": dict(legs.duplicates[leg])}
+                for leg, name in enumerate(legs.names)
+            }
         }
 
     def _rate_limited(self, detail: dict[str, object]) -> None:
@@ -485,7 +520,7 @@ class FeedWriter:
         assert self._publisher is not None
         conn = FeedConnection(
             plan,
-            self.feed.ws_url,
+            self.feed.ws_url_b if plan.leg else self.feed.ws_url,
             self._publisher.on_message,
             self._protocol.new_pacer(),
             max_size=self.limits.max_frame_bytes * 16,

@@ -13,10 +13,14 @@ defined here; the driver acts on them by type:
                   coalesces it with a request for the same symbol already queued or in flight
 `Reconnect`       replace connection ``conn_id`` make-before-break (``plan_rotation``)
 `ParseError`      the peer sent something the protocol cannot use (counted, sampled, skipped)
-`Dropped`         messages dropped on purpose (duplicates during rotation, stale diffs), counted
+`Dropped`         messages dropped on purpose (copies from overlapping connections or legs, stale
+                  diffs), counted
 ================  =================================================================================
 
 `ConnectionTable` keeps the connections and subscriptions, `ControlPacer` paces control frames.
+With redundant connections (``redundancy = 2``) every stream is carried by one connection of each
+*leg* (`LEG_NAMES`; a plan says which); `LegCounts` is what arbitration between the legs' copies
+counted.
 Errors are split as in h11: a misbehaving peer (bad JSON, unknown events, wrong field types) never
 raises, it yields `ParseError`; only misuse of the API by the caller raises `VenueUsageError`.
 """
@@ -34,12 +38,14 @@ from consolidator.payloads import Depth, Event, Level, Quote, Trade
 from consolidator.records import NO_SYMBOL, EventKind, encode_decimal
 
 __all__ = [
+    "LEG_NAMES",
     "SAMPLE_BYTES",
     "ConnectionPlan",
     "ConnectionTable",
     "ControlPacer",
     "Dropped",
     "FetchSnapshot",
+    "LegCounts",
     "Output",
     "ParseError",
     "Reconnect",
@@ -60,6 +66,9 @@ __all__ = [
 SAMPLE_BYTES: Final = 256
 """At most this many leading bytes of a bad frame are kept in `ParseError.sample`."""
 
+LEG_NAMES: Final = ("a", "b")
+"""The legs of redundant connections, by index (`ConnectionPlan.leg`)."""
+
 _NS_PER_S: Final = 1_000_000_000
 _MAX_MS: Final = (2**63 - 1) // 1_000_000
 
@@ -78,12 +87,15 @@ class ConnectionPlan:
         streams: the venue stream names this connection carries.
         subscribe_frames: the JSON control frames that subscribe ``streams`` (UTF-8; send
             them as text frames: websockets sends ``bytes`` as binary frames).
+        leg: the leg (index into `LEG_NAMES`) of a redundant connection: leg 1 goes to the
+            feed's second URL (``ws_url_b``); 0 without redundancy.
     """
 
     conn_id: int
     path: str
     streams: tuple[str, ...]
     subscribe_frames: tuple[bytes, ...]
+    leg: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,40 @@ class Dropped:
 
     reason: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LegCounts:
+    """Arbitration between the copies of each stream, per leg and channel.
+
+    Every list is indexed ``leg * len(channels) + channel`` (`LEG_NAMES`, ``channels``), and only
+    grows; the protocol updates them in place, the driver reads them when it likes.
+
+    Attributes:
+        channels: the channel names, in index order.
+        wins: copies accepted: the first copy of a record, from this leg.
+        duplicates: copies dropped because another copy (from any connection) came first.
+        lag_ns: the sum of the lags of this leg's copies: how long after the first copy each
+            arrived (0 for a win; for a duplicate ``ts_recv`` minus that of the last record
+            accepted on the stream, exact when the two are copies of one record, a lower bound
+            otherwise).
+    """
+
+    channels: tuple[str, ...]
+    wins: list[int]
+    duplicates: list[int]
+    lag_ns: list[int]
+
+    @classmethod
+    def zero(cls, legs: int, channels: tuple[str, ...]) -> LegCounts:
+        """All zero for ``legs`` legs."""
+        size = legs * len(channels)
+        return cls(channels, [0] * size, [0] * size, [0] * size)
+
+    @property
+    def legs(self) -> int:
+        """How many legs are counted."""
+        return len(self.wins) // len(self.channels)
 
 
 Output = (
@@ -300,10 +346,11 @@ _PLANNED, _OPEN, _CLOSED = 0, 1, 2
 
 
 class _Conn:
-    __slots__ = ("acked", "conn_id", "path", "retiring", "shutdown", "state", "streams")
+    __slots__ = ("acked", "conn_id", "leg", "path", "retiring", "shutdown", "state", "streams")
 
-    def __init__(self, conn_id: int, path: str, streams: Iterable[str]) -> None:
+    def __init__(self, conn_id: int, path: str, streams: Iterable[str], leg: int) -> None:
         self.conn_id = conn_id
+        self.leg = leg
         self.path = path
         self.streams = dict.fromkeys(streams)
         self.acked: set[str] = set()
@@ -324,6 +371,10 @@ class ConnectionTable:
     Lifecycle of a connection: planned -> open (`connected`) -> closed (`disconnected`). A closed
     connection keeps its streams until `rotate` hands them to a replacement; a connection being
     replaced is "retiring": it takes no new streams and is forgotten once closed.
+
+    With ``legs = 2`` (redundant connections) every stream is carried once per leg: `plan` plans
+    one leg, `add` subscribes new streams on each leg, `rotate` keeps the leg. A stream is lost
+    only when no open connection of any leg covers it.
     """
 
     def __init__(
@@ -331,9 +382,13 @@ class ConnectionTable:
         max_streams: int,
         max_params: int,
         frame: Callable[[bool, list[str], int], bytes],
+        legs: int = 1,
     ) -> None:
         if max_streams < 1 or max_params < 1:
             raise VenueUsageError("stream and parameter limits must be at least 1")
+        if not 1 <= legs <= len(LEG_NAMES):
+            raise VenueUsageError(f"legs must be 1 to {len(LEG_NAMES)}: {legs}")
+        self.legs: Final = legs
         self._max_streams = max_streams
         self._max_params = max_params
         self._frame = frame
@@ -347,8 +402,20 @@ class ConnectionTable:
         conn = self._conns.get(conn_id)
         return () if conn is None else tuple(conn.streams)
 
-    def plan(self, streams: Iterable[tuple[str, str]]) -> list[ConnectionPlan]:
-        """New connections for ``(stream, path)`` pairs: per path, balanced, within the limit."""
+    def leg(self, conn_id: int) -> int:
+        """The leg of ``conn_id`` (0 if unknown)."""
+        conn = self._conns.get(conn_id)
+        return 0 if conn is None else conn.leg
+
+    def plan(self, streams: Iterable[tuple[str, str]], leg: int = 0) -> list[ConnectionPlan]:
+        """New connections of ``leg`` for ``(stream, path)`` pairs: per path, balanced, within
+        the limit.
+
+        Raises:
+            VenueUsageError: a leg the table does not have.
+        """
+        if not 0 <= leg < self.legs:
+            raise VenueUsageError(f"no leg {leg} (legs: {self.legs})")
         by_path: dict[str, list[str]] = {}
         for stream, path in streams:
             by_path.setdefault(path, []).append(stream)
@@ -359,7 +426,7 @@ class ConnectionTable:
             start = 0
             for index in range(count):
                 end = start + size + (index < extra)
-                plans.append(self._plan(self._new(path, names[start:end])))
+                plans.append(self._plan(self._new(path, names[start:end], leg)))
                 start = end
         return plans
 
@@ -375,15 +442,22 @@ class ConnectionTable:
         if old.state == _CLOSED:
             del self._conns[conn_id]
         old.retiring = True
-        return self._plan(self._new(old.path, old.streams))
+        return self._plan(self._new(old.path, old.streams, old.leg))
 
     def add(self, streams: Iterable[tuple[str, str]]) -> list[SendFrame | ConnectionPlan]:
-        """Subscribe ``(stream, path)`` pairs on open connections with room, else on new ones."""
-        todo = list(streams)
+        """Subscribe ``(stream, path)`` pairs on open connections with room, else on new ones
+        (on every leg)."""
+        pairs = list(streams)
+        out: list[SendFrame | ConnectionPlan] = []
+        for leg in range(self.legs):
+            out.extend(self._add(pairs, leg))
+        return out
+
+    def _add(self, todo: list[tuple[str, str]], leg: int) -> list[SendFrame | ConnectionPlan]:
         out: list[SendFrame | ConnectionPlan] = []
         for conn in self._conns.values():
             room = self._max_streams - len(conn.streams)
-            if conn.state != _OPEN or conn.retiring or room <= 0:
+            if conn.state != _OPEN or conn.retiring or room <= 0 or conn.leg != leg:
                 continue
             chosen = [s for s, path in todo if path == conn.path][:room]
             if chosen:
@@ -391,7 +465,7 @@ class ConnectionTable:
                 out.extend(self._send(conn, True, chosen))
                 taken = set(chosen)
                 todo = [item for item in todo if item[0] not in taken]
-        out.extend(self.plan(todo))
+        out.extend(self.plan(todo, leg))
         return out
 
     def remove(self, streams: Collection[str]) -> list[SendFrame]:
@@ -417,10 +491,13 @@ class ConnectionTable:
             raise VenueUsageError(f"connection {conn_id} is not planned")
         conn.state = _OPEN
 
-    def forget(self, conn_id: int) -> None:
+    def forget(self, conn_id: int, keeps: int | None = None) -> None:
         """Drop ``conn_id`` and its pending requests (a replacement that failed: its streams
-        stay with the connection it was to replace)."""
+        stay with ``keeps``, the connection it was to replace, which is no longer retiring)."""
         self._conns.pop(conn_id, None)
+        kept = None if keeps is None else self._conns.get(keeps)
+        if kept is not None:
+            kept.retiring = False
         for request_id in [r for r, p in self._pending.items() if p[0] == conn_id]:
             del self._pending[request_id]
 
@@ -486,8 +563,8 @@ class ConnectionTable:
             conn.shutdown = True
         return out
 
-    def _new(self, path: str, streams: Iterable[str]) -> _Conn:
-        conn = _Conn(self._next_conn, path, streams)
+    def _new(self, path: str, streams: Iterable[str], leg: int) -> _Conn:
+        conn = _Conn(self._next_conn, path, streams, leg)
         self._next_conn += 1
         self._conns[conn.conn_id] = conn
         return conn
@@ -495,7 +572,7 @@ class ConnectionTable:
     def _plan(self, conn: _Conn) -> ConnectionPlan:
         streams = tuple(conn.streams)
         frames = tuple(self._frames(conn, True, streams))
-        return ConnectionPlan(conn.conn_id, conn.path, streams, frames)
+        return ConnectionPlan(conn.conn_id, conn.path, streams, frames, conn.leg)
 
     def _send(self, conn: _Conn, subscribe: bool, streams: Sequence[str]) -> list[SendFrame]:
         return [SendFrame(conn.conn_id, f) for f in self._frames(conn, subscribe, streams)]

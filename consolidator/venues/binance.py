@@ -18,6 +18,21 @@ unwrapped replies and ``serverShutdown`` are. Unknown fields are ignored.
 The driver reports ``on_connected`` when a planned connection is open and ``on_disconnect`` when
 it closed or failed to open; a closed connection keeps its streams until ``plan_rotation`` moves
 them to a replacement. A stream is covered by a connection once its SUBSCRIBE was acknowledged.
+
+Copies. A stream may arrive on several connections at once: a make-before-break replacement and
+the connection it replaces, or the two legs of redundant connections (``redundancy=2``: every
+planned connection has a twin on leg "b"). Per symbol and channel, the connections *in sync* on
+the stream are "live": a record from a live connection is accepted if its id is past the last
+accepted one (trade id, quote update id; depth through the book sync), so the first copy wins and
+keeps its ``ts_recv``, and later copies are dropped as duplicates. A connection that starts
+delivering while another is live (a replacement, a leg that (re)connected) is *joining*: its
+records are held until its stream overlaps what was accepted (each connection's stream is gapless
+and in order, so from there on nothing is lost), then it becomes live and what it held goes
+through the same id filter. A live connection that closes simply leaves; when the last one leaves,
+a joining connection takes over at once (the one holding the oldest record), and a trade id jump
+at that seam is a GAP event (depth jumps are caught by the book sync). A connection that is behind
+has all its copies dropped until it leads again. `LegCounts` counts, per leg and channel, the
+copies won and dropped and their lag behind the first copy.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from consolidator.venues.base import (
     ControlPacer,
     Dropped,
     FetchSnapshot,
+    LegCounts,
     Output,
     VenueUsageError,
     checked_frame,
@@ -52,6 +68,7 @@ from consolidator.venues.book_sync import BookSync, FuturesRule, SyncState, Upda
 __all__ = [
     "CHANNELS",
     "DEPTH_STREAMS",
+    "LEG_CHANNELS",
     "SPOT_LIMITS",
     "USDM_LIMITS",
     "BinanceLimits",
@@ -66,6 +83,8 @@ CHANNELS: Final = frozenset({"trades", "quotes", "depth"})
 
 _TRADE, _QUOTE, _DEPTH = 0, 1, 2
 _CHANNEL_OF: Final = ("trades", "quotes", "depth")
+LEG_CHANNELS: Final = _CHANNEL_OF
+"""The channels of `BinanceProtocol.leg_counts`, in index order."""
 _BUY: Final = int(Side.BUY)
 _SELL: Final = int(Side.SELL)
 _OFF_BOOK: Final = int(TradeFlag.OFF_BOOK)
@@ -73,9 +92,10 @@ _DUP_TRADE: Final = Dropped("duplicate_trade", 1)
 _DUP_QUOTE: Final = Dropped("duplicate_quote", 1)
 _UNSUBSCRIBED: Final = Dropped("unsubscribed_stream", 1)
 _UNEXPECTED_SNAPSHOT: Final = Dropped("unexpected_snapshot", 1)
-_RETIRED: Final = Dropped("retired_connection", 1)
+_STALE_DEPTH: Final = Dropped("stale_depth", 1)
+_CLOSED: Final = Dropped("closed_connection", 1)
 MAX_HELD: Final = 10_000
-"""Records held per stream from a replacement connection before it takes over regardless."""
+"""Records held per stream from a joining connection before it joins regardless."""
 _USDM_WEIGHTS: Final = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 DEPTH_STREAMS: Final[dict[Market, dict[str, str]]] = {
     "spot": {"100ms": "@depth@100ms", "1000ms": "@depth"},
@@ -202,10 +222,14 @@ class _Symbol:
     book: BookSync | None = None
     last_trade: int = -1
     last_quote: int = -1
-    # Per channel kind: the connection whose frames are accepted, and records held from its
-    # replacement during a make-before-break rotation until the two streams overlap.
-    source: list[int | None] = dataclasses.field(default_factory=lambda: [None, None, None])
-    held: list[list[_Record]] = dataclasses.field(default_factory=lambda: [[], [], []])
+    # Per channel kind (the module's "Copies"): the live connections; the records held from each
+    # joining connection; ts_recv of the last record accepted (the lag of later copies); and
+    # whether the stream owes no continuity to the next connection that takes it over (nothing
+    # accepted yet, or its loss was already reported as a GAP).
+    live: list[tuple[int, ...]] = dataclasses.field(default_factory=lambda: [(), (), ()])
+    held: list[dict[int, list[_Record]]] = dataclasses.field(default_factory=lambda: [{}, {}, {}])
+    last_ts: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    fresh: list[bool] = dataclasses.field(default_factory=lambda: [True, True, True])
 
 
 class BinanceProtocol:
@@ -217,9 +241,15 @@ class BinanceProtocol:
         channels: a non-empty subset of `CHANNELS`.
         intern: maps a symbol name to its symbol_id (the feed's symbol table).
         limits: defaults to `SPOT_LIMITS` or `USDM_LIMITS`.
+        redundancy: 2 plans every connection twice, once per leg (`LEG_NAMES`).
 
     Raises:
-        VenueUsageError: an unknown market or channel, a bad or repeated symbol, bad limits.
+        VenueUsageError: an unknown market or channel, a bad or repeated symbol, bad limits,
+            a redundancy other than 1 or 2.
+
+    Attributes:
+        leg_counts: copies won and dropped per leg and channel (`LegCounts`, channels in the
+            order trades, quotes, depth).
     """
 
     def __init__(
@@ -230,6 +260,7 @@ class BinanceProtocol:
         intern: Callable[[str], int],
         *,
         limits: BinanceLimits | None = None,
+        redundancy: int = 1,
     ) -> None:
         if market not in get_args(Market):
             raise VenueUsageError(f"unknown Binance market {market!r} (spot, usdm)")
@@ -241,7 +272,11 @@ class BinanceProtocol:
         self._depth_suffix = depth_stream(market, limits.depth_speed)
         if len(set(symbols)) != len(symbols):
             raise VenueUsageError("symbols must not repeat")
+        if redundancy not in (1, 2):
+            raise VenueUsageError(f"redundancy must be 1 or 2: {redundancy!r}")
         self.market: Final = market
+        self.redundancy: Final = redundancy
+        self._redundant = redundancy > 1
         self.limits: Final = limits
         self.channels: Final = frozenset(channels)
         self._intern = intern
@@ -252,14 +287,23 @@ class BinanceProtocol:
         self._trade_event = limits.trade_stream
         self._trade_id_key = "a" if aggregated else "t"
         self._trade_flags = int(TradeFlag.AGGREGATED) if aggregated else 0
+        self._id_keys = (self._trade_id_key, "u", "u")  # the venue id of each channel's events
         self._symbols: dict[str, _Symbol] = {}
         self._routes: dict[str, tuple[int, _Symbol]] = {}
         self._table = ConnectionTable(
-            limits.max_streams_per_connection, limits.max_params_per_frame, _control_frame
+            limits.max_streams_per_connection,
+            limits.max_params_per_frame,
+            _control_frame,
+            legs=redundancy,
         )
         self._planned = False
         self._replaces: dict[int, int] = {}  # replacement conn_id -> the conn_id it replaces
         self._closed: set[int] = set()
+        self._leg_at: dict[int, int] = {}  # open conn_id -> its leg * 3: the base index of counts
+        self.leg_counts: Final = LegCounts.zero(redundancy, _CHANNEL_OF)
+        self._wins = self.leg_counts.wins
+        self._duplicates = self.leg_counts.duplicates
+        self._lag_ns = self.leg_counts.lag_ns
         for name in symbols:
             self._add(name)
 
@@ -278,7 +322,8 @@ class BinanceProtocol:
         return ControlPacer.for_limit(self.limits.control_messages_per_second)
 
     def plan_connections(self) -> list[ConnectionPlan]:
-        """The initial connections: every stream, balanced, at most the stream limit each.
+        """The initial connections: every stream, balanced, at most the stream limit each; with
+        redundancy, the same plan again for leg "b".
 
         Raises:
             VenueUsageError: called a second time.
@@ -286,7 +331,8 @@ class BinanceProtocol:
         if self._planned:
             raise VenueUsageError("plan_connections() may be called once")
         self._planned = True
-        return self._table.plan((s, p) for e in self._symbols.values() for s, p, _ in e.streams)
+        pairs = [(s, p) for e in self._symbols.values() for s, p, _ in e.streams]
+        return [plan for leg in range(self.redundancy) for plan in self._table.plan(pairs, leg)]
 
     def plan_rotation(self, conn_id: int) -> ConnectionPlan:
         """A replacement for ``conn_id`` (new id, same streams): for make-before-break rotation,
@@ -341,32 +387,31 @@ class BinanceProtocol:
             VenueUsageError: ``conn_id`` is unknown or already closed.
         """
         self._table.connected(conn_id)
+        self._leg_at[conn_id] = self._table.leg(conn_id) * len(_CHANNEL_OF)
         return []
 
     def on_disconnect(self, conn_id: int, ts: int) -> list[Output]:
         """Connection ``conn_id`` closed, or failed to open, at ``ts`` (ns).
 
-        Its streams that no other open connection has subscribed lost updates: each such depth
-        symbol resynchronizes (GAP, RESYNC; the next diff on a replacement starts a new sync with
-        a snapshot), and the lost trades and quotes streams get one feed-wide GAP event.
+        It leaves every stream it was live on (a joining connection takes over a stream it was
+        the last live one of) and what it held is forgotten. Its streams that no other open
+        connection (of any leg) has subscribed lost updates: each such depth symbol
+        resynchronizes (GAP, RESYNC; the next diff on a replacement starts a new sync with a
+        snapshot), and the lost trades and quotes streams get one feed-wide GAP event.
         """
         out: list[Output] = []
+        self._leg_at.pop(conn_id, None)
         predecessor = self._replaces.get(conn_id)
         if predecessor is not None and predecessor not in self._closed:
             # A replacement that failed while the connection it was to replace still runs: that
             # one keeps its streams (nothing was missed); forget the replacement and what it held.
             del self._replaces[conn_id]
-            self._table.forget(conn_id)
-            for entry in self._symbols.values():
-                for kind in (_TRADE, _QUOTE, _DEPTH):
-                    if entry.source[kind] == predecessor:
-                        entry.held[kind] = []
+            self._table.forget(conn_id, predecessor)
+            self._closed.add(conn_id)
+            self._leave(conn_id, out)
             return out
         self._closed.add(conn_id)
-        for entry in self._symbols.values():
-            for kind in (_TRADE, _QUOTE, _DEPTH):
-                if entry.source[kind] == conn_id:
-                    self._hand_over(kind, entry, out)
+        self._leave(conn_id, out)
         for new in [c for c, old in self._replaces.items() if old == conn_id]:
             del self._replaces[new]
         channels: set[str] = set()
@@ -376,6 +421,7 @@ class BinanceProtocol:
             if route is None:
                 continue
             kind, entry = route
+            entry.fresh[kind] = True  # reported here: the next take-over owes no continuity
             if entry.book is not None and kind == _DEPTH:
                 entry.book.reset("disconnect", ts, out)
             elif acked:
@@ -423,8 +469,29 @@ class BinanceProtocol:
             if type(stream) is not str:
                 return [parse_error("unknown_event", frame, conn_id)]
             return [_UNSUBSCRIBED]
-        out: list[Output] = []
         channel, entry = route
+        if self._redundant and conn_id in entry.live[channel]:
+            # A copy of what the other leg delivered already is dropped on its id alone: it
+            # would cost a full parse (without legs, copies are rare: rotation overlaps).
+            ident = data.get(self._id_keys[channel])
+            taken = (
+                entry.last_trade
+                if channel == _TRADE
+                else entry.last_quote
+                if channel == _QUOTE
+                else entry.book.stale_up_to  # type: ignore[union-attr]
+            )
+            if type(ident) is int and 0 <= ident <= taken:
+                at = self._leg_at.get(conn_id, 0) + channel
+                self._duplicate(entry, channel, ts_recv, at)
+                return [
+                    _DUP_TRADE
+                    if channel == _TRADE
+                    else _DUP_QUOTE
+                    if channel == _QUOTE
+                    else _STALE_DEPTH
+                ]
+        out: list[Output] = []
         try:
             if channel == _DEPTH:
                 record: _Record = self._parse_depth(data, entry, ts_recv)
@@ -438,36 +505,28 @@ class BinanceProtocol:
             return [parse_error("unknown_event", frame, conn_id)]
         except (TypeError, ValueError):
             return [parse_error("field_type", frame, conn_id)]
-        source = entry.source[channel]
-        if source is None:
-            # The first connection to deliver becomes the source, unless it is the replacement
-            # of a connection that is still open: that one keeps the stream until they overlap.
-            source = self._replaces.get(conn_id)
-            if source is None or source in self._closed:
-                source = conn_id
-            entry.source[channel] = source
-        if source == conn_id or source in self._closed:
-            entry.source[channel] = conn_id
-            self._accept(channel, entry, record, out)
+        if conn_id in entry.live[channel]:
+            self._accept(channel, entry, record, self._leg_at.get(conn_id, 0) + channel, out)
             if entry.held[channel]:
-                self._try_hand_over(channel, entry, out)
-        elif self._replaces.get(conn_id) == source:
-            held = entry.held[channel]
-            held.append(record)
-            if len(held) >= MAX_HELD or self._overlaps(channel, entry):
-                self._hand_over(channel, entry, out)
-        elif self._replaces.get(source) == conn_id:
-            out.append(_RETIRED)
+                self._join_overlapping(channel, entry, out)
         else:
-            self._accept(channel, entry, record, out)
+            self._arrive(conn_id, channel, entry, record, out)
         return out
 
-    def _accept(self, kind: int, entry: _Symbol, record: _Record, out: list[Output]) -> None:
-        """Publish ``record`` unless it is a duplicate; depth goes through the book sync."""
+    # -- copies: live and joining connections (the module's "Copies") ---------------------------
+
+    def _accept(
+        self, kind: int, entry: _Symbol, record: _Record, at: int, out: list[Output]
+    ) -> None:
+        """Publish ``record`` unless an earlier copy was; depth goes through the book sync.
+
+        ``at`` indexes `leg_counts` (the delivering leg and ``kind``): a win or a duplicate.
+        """
         if kind == _TRADE:
             trade_id = record[2]
             if trade_id <= entry.last_trade:
                 out.append(_DUP_TRADE)
+                self._duplicate(entry, kind, record[1], at)
                 return
             entry.last_trade = trade_id
             out.append(record)
@@ -475,63 +534,112 @@ class BinanceProtocol:
             update_id = record[2]
             if update_id <= entry.last_quote:
                 out.append(_DUP_QUOTE)
+                self._duplicate(entry, kind, record[1], at)
                 return
             entry.last_quote = update_id
             out.append(record)
-        else:
-            entry.book.on_diff(record, out)  # type: ignore[union-attr, arg-type]
-
-    def _last_id(self, kind: int, entry: _Symbol) -> int:
-        if kind == _TRADE:
-            return entry.last_trade
-        if kind == _QUOTE:
-            return entry.last_quote
-        book = entry.book
-        if book is None or book.state is not SyncState.SYNCED or book.local_update_id is None:
-            return -1
-        return book.local_update_id
-
-    def _overlaps(self, kind: int, entry: _Symbol) -> bool:
-        """Whether the old source already delivered the replacement's first held record.
-
-        Each connection's stream is gapless and in order, so once the old one has reached the
-        replacement's first id, switching loses nothing and duplicates are filtered by id. Trade
-        ids are consecutive, so being one short of it is enough there.
-        """
-        first = entry.held[kind][0]
-        first_id = first[2] if kind != _DEPTH else first.last_update_id  # type: ignore[union-attr]
-        if kind == _DEPTH and (entry.book is None or entry.book.state is not SyncState.SYNCED):
-            return True  # the book is (re)synchronizing anyway: it buffers and checks ids
-        return self._last_id(kind, entry) >= first_id - (1 if kind == _TRADE else 0)
-
-    def _try_hand_over(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
-        if self._overlaps(kind, entry):
-            self._hand_over(kind, entry, out)
-
-    def _hand_over(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
-        """Switch ``entry``'s ``kind`` stream to the replacement and release what it held.
-
-        A trade id jump at the seam is a real loss (the old connection closed before the streams
-        overlapped): it becomes a GAP event. Depth jumps are caught by the book sync.
-        """
-        held = entry.held[kind]
-        source = entry.source[kind]
-        successor = next((c for c, old in self._replaces.items() if old == source), None)
-        if successor is None:
-            entry.source[kind] = None
+        elif not entry.book.on_diff(record, out):  # type: ignore[union-attr, arg-type]
+            self._duplicate(entry, kind, record[1], at)
             return
-        entry.source[kind] = successor
-        entry.held[kind] = []
-        if kind == _TRADE and held and 0 <= entry.last_trade < held[0][2] - 1:
-            detail = {
-                "stream": "trades",
-                "reason": "rotation",
-                "expected": entry.last_trade + 1,
-                "got": held[0][2],
-            }
-            out.append(make_event(EventKind.GAP, detail, entry.symbol_id))
+        entry.last_ts[kind] = record[1]
+        self._wins[at] += 1
+
+    def _duplicate(self, entry: _Symbol, kind: int, ts_recv: int, at: int) -> None:
+        self._duplicates[at] += 1
+        lag = ts_recv - entry.last_ts[kind]
+        if lag > 0:
+            self._lag_ns[at] += lag
+
+    def _arrive(
+        self, conn_id: int, kind: int, entry: _Symbol, record: _Record, out: list[Output]
+    ) -> None:
+        """A record from a connection that is not live on the stream: it takes the stream over
+        if no connection is live, else it is held until the two streams overlap."""
+        if conn_id in self._closed:
+            out.append(_CLOSED)  # reported closed; a last frame from its buffer
+            return
+        held = entry.held[kind].setdefault(conn_id, [])
+        held.append(record)
+        if not entry.live[kind]:
+            predecessor = self._replaces.get(conn_id)
+            if predecessor is None or predecessor in self._closed:
+                self._join(kind, entry, conn_id, "failover", out)
+                return
+            # The replacement of a connection that still runs: that one keeps the stream until
+            # the two overlap (it may still deliver records older than the replacement's first).
+            entry.live[kind] = (predecessor,)
+        if self._overlaps(kind, entry, held[0]):
+            self._join(kind, entry, conn_id, "", out)
+        elif len(held) >= MAX_HELD:
+            self._join(kind, entry, conn_id, "lagging", out)
+
+    def _overlaps(self, kind: int, entry: _Symbol, first: _Record) -> bool:
+        """Whether the live connections reached ``first`` (a joining connection's first held
+        record), or the stream has nothing to continue.
+
+        Each connection's stream is gapless and in order, so once the live ones have reached the
+        record the joining one's first continues from, taking its records loses nothing and
+        duplicates are filtered by id. Trade ids are consecutive: being one short is enough.
+        A diff continues from ``U - 1`` (spot) or ``pu`` (USD-M): compared with the newest diff
+        published or buffered by the book sync. Quote ids are not consecutive: the live ones
+        must have delivered it.
+        """
+        if kind == _TRADE:
+            return entry.last_trade >= first[2] - 1
+        if kind == _QUOTE:
+            return entry.last_quote >= first[2]
+        last = None if entry.book is None else entry.book.last_id
+        if last is None:
+            return True
+        prev = first.prev_update_id  # type: ignore[union-attr]
+        return last >= (first.first_update_id - 1 if prev is None else prev)  # type: ignore[union-attr]
+
+    def _join_overlapping(self, kind: int, entry: _Symbol, out: list[Output]) -> None:
+        held = entry.held[kind]
+        for conn_id, records in list(held.items()):
+            if conn_id in held and self._overlaps(kind, entry, records[0]):
+                self._join(kind, entry, conn_id, "", out)
+
+    def _join(
+        self, kind: int, entry: _Symbol, conn_id: int, reason: str, out: list[Output]
+    ) -> None:
+        """Make ``conn_id`` live on the stream and take what it held, duplicates dropped.
+
+        Unless the stream is fresh, a trade id jump at the seam is a real loss (the live
+        connections left, or lag more than `MAX_HELD` records behind, before the streams
+        overlapped): a GAP event with ``reason`` ("rotation": it replaces the connection that
+        left; "failover": another one left; "lagging"). Depth jumps are caught by the book sync.
+        """
+        held = entry.held[kind].pop(conn_id, [])
+        entry.live[kind] = (*entry.live[kind], conn_id)
+        if kind == _TRADE and held and not entry.fresh[kind]:
+            last, got = entry.last_trade, held[0][2]
+            if 0 <= last < got - 1:
+                detail = {"stream": "trades", "reason": reason, "expected": last + 1, "got": got}
+                out.append(make_event(EventKind.GAP, detail, entry.symbol_id))
+        entry.fresh[kind] = False
+        at = self._leg_at.get(conn_id, 0) + kind
         for record in held:
-            self._accept(kind, entry, record, out)
+            self._accept(kind, entry, record, at, out)
+
+    def _leave(self, conn_id: int, out: list[Output]) -> None:
+        """``conn_id`` is gone: forget what it held; where it was the last live connection, the
+        joining one holding the oldest record takes over (the others join once they overlap)."""
+        for entry in self._symbols.values():
+            for kind in (_TRADE, _QUOTE, _DEPTH):
+                held = entry.held[kind]
+                if held:
+                    held.pop(conn_id, None)
+                live = entry.live[kind]
+                if conn_id not in live:
+                    continue
+                live = entry.live[kind] = tuple(c for c in live if c != conn_id)
+                if not live and held:
+                    first = min(held, key=lambda c: _record_id(kind, held[c][0]))
+                    rotated = self._replaces.get(first) == conn_id
+                    self._join(kind, entry, first, "rotation" if rotated else "failover", out)
+                    if held:
+                        self._join_overlapping(kind, entry, out)
 
     def on_snapshot(self, symbol: str, body: bytes, ts_recv: int) -> list[Output]:
         """Take the REST depth snapshot of ``symbol`` (the body as received at ``ts_recv``).
@@ -646,6 +754,11 @@ class BinanceProtocol:
         for stream, _, kind in streams:
             self._routes[stream] = (kind, entry)
         return entry
+
+
+def _record_id(kind: int, record: _Record) -> int:
+    """The venue id of a record: trade id, quote update id, depth last update id."""
+    return record.last_update_id if kind == _DEPTH else record[2]  # type: ignore[union-attr]
 
 
 def _event_time(data: _Json) -> int:

@@ -274,16 +274,39 @@ class BookSync:
         """How many diffs wait for a snapshot."""
         return len(self._buffer)
 
-    def on_diff(self, diff: Depth, out: list[Output]) -> None:
-        """Take one diff; publish it, buffer it, drop it or resynchronize."""
+    @property
+    def last_id(self) -> int | None:
+        """The ``last_update_id`` the symbol's diffs have reached: the book's while SYNCED, the
+        newest buffered diff's while BUFFERING; None when there is none (IDLE, empty buffer)."""
+        if self._state is SyncState.SYNCED:
+            return self._local
+        buffer = self._buffer
+        return buffer[-1].last_update_id if buffer else None
+
+    @property
+    def stale_up_to(self) -> int:
+        """A diff whose ``last_update_id`` is at or below this is dropped as stale whatever else
+        it holds (-1 when no id is known to be: IDLE, or SYNCED before a diff joined the
+        snapshot, which the rule decides)."""
+        if self._state is SyncState.SYNCED:
+            return self._local if self._joined else -1
+        buffer = self._buffer
+        return buffer[-1].last_update_id if buffer else -1
+
+    def on_diff(self, diff: Depth, out: list[Output]) -> bool:
+        """Take one diff; publish it, buffer it, drop it or resynchronize.
+
+        Returns False when it was dropped as stale (an earlier copy of it, or of a later diff,
+        was taken), True otherwise.
+        """
         state = self._state
         if state is SyncState.SYNCED:
-            self._take(diff, (diff,), out)
-        elif state is SyncState.BUFFERING:
+            return self._take(diff, (diff,), out) != STALE
+        if state is SyncState.BUFFERING:
             buffer = self._buffer
             if buffer and diff.last_update_id <= buffer[-1].last_update_id:
                 out.append(_STALE_DEPTH)
-                return
+                return False
             if len(buffer) >= self._max_buffered:
                 buffer.popleft()
                 out.append(_OVERFLOW)
@@ -295,6 +318,7 @@ class BookSync:
             buffer.append(diff)
         else:
             self._restart((diff,), out)
+        return True
 
     def on_snapshot(self, snapshot: Depth, out: list[Output]) -> None:
         """Take a snapshot (``last_update_id`` is the venue's id of the book it shows)."""
@@ -340,7 +364,7 @@ class BookSync:
         self._overflowed = False
         self._attempts = 0
         for index, diff in enumerate(pending):
-            if not self._take(diff, pending[index:], out):
+            if self._take(diff, pending[index:], out) >= GAP:
                 return
 
     def on_snapshot_failed(self, out: list[Output]) -> None:
@@ -365,11 +389,11 @@ class BookSync:
         self._overflowed = False
         self._attempts = 0
 
-    def _take(self, diff: Depth, rest: tuple[Depth, ...], out: list[Output]) -> bool:
+    def _take(self, diff: Depth, rest: tuple[Depth, ...], out: list[Output]) -> int:
         """One diff while SYNCED: joined to the snapshot (the first) or following the book.
 
-        Returns False when it resynchronized instead; ``rest`` (this diff and any after it)
-        waits in the buffer for the next snapshot.
+        Returns the verdict; GAP or REFETCH mean it resynchronized instead: ``rest`` (this diff
+        and any after it) waits in the buffer for the next snapshot.
         """
         rule = self._rule
         verdict = rule.follow(self._local, diff) if self._joined else rule.join(self._local, diff)
@@ -381,11 +405,9 @@ class BookSync:
             out.append(_STALE_DEPTH)
         elif verdict == GAP:
             self._gap(diff, rest, out)
-            return False
         else:
             self._resync("snapshot_unjoinable", diff.ts_event, rest, out)
-            return False
-        return True
+        return verdict
 
     def _gap_events(self, local: int, diff: Depth, out: list[Output]) -> None:
         detail = self._rule.gap_detail(local, diff)

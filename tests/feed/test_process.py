@@ -108,6 +108,14 @@ def test_sigterm_while_the_venue_is_unreachable(tmp_path: Path) -> None:
         ('venue = "binance"\nsymbols = ["BTCUSDT"]\ntrade_stream = "x"\n', "trade_stream"),
         ('venue = "binance"\nsymbols = ["BTCUSDT"]\ncompression = true\n', "compression: "),
         ('venue = "binance"\nsymbols = ["BTCUSDT"]\ndepth_speed = "250ms"\n', "depth_speed: "),
+        (
+            'venue = "binance"\nsymbols = ["BTCUSDT"]\nredundancy = 3\n',
+            "redundancy: expected 1 or 2",
+        ),
+        (
+            'venue = "binance"\nsymbols = ["BTCUSDT"]\nredundancy = 2\nws_url_b = "x"\n',
+            "ws_url_b: expected a ws:// or wss:// URL",
+        ),
         ("venue = \n", "not valid TOML"),
     ],
 )

@@ -38,6 +38,8 @@ def _rotations(rings: Rings) -> int:
     [
         # The writer rotates on its own, well before the venue's cut.
         ("age", "binance", ["--max-conn-age", "6"], {"rotate_after_s": 0.8}),
+        # The same with redundant connections: each leg rotates on its own.
+        ("age", "binance", ["--max-conn-age", "6"], {"rotate_after_s": 0.8, "redundancy": 2}),
         # The venue announces the cut (serverShutdown) 1.5 s ahead; the writer rotates at once.
         ("notice", "binance-usdm", ["--max-conn-age", "2.5", "--shutdown-notice", "1.5"], {}),
         # serverShutdown on demand (control action), with the cut 1 s later.

@@ -140,6 +140,58 @@ def test_rotation_survives_a_refused_replacement() -> None:
     assert all(r["ready"] for r in rotations)
 
 
+class ClosingMarket(Market):
+    """The replacement is refused, and the old connection closed before the refusal: the
+    protocol forgot the replacement while the old one ran; the slot must go on from the old."""
+
+    async def process_request(  # type: ignore[override]
+        self, conn: ServerConnection, request: Request
+    ) -> Response | None:
+        self.attempts += 1
+        if self.attempts != 2:
+            return None
+        for ws in list(self.sessions):
+            await ws.close(1001, "going away")
+        await asyncio.sleep(0.1)  # the slot sees its old connection closed first
+        return conn.respond(503, "busy\n")
+
+
+def test_rotation_survives_a_refused_replacement_and_the_old_one_closing() -> None:
+    async def main() -> tuple[Host, asyncio.Future[None]]:
+        market = ClosingMarket()
+        async with serve(
+            market.handler, "127.0.0.1", 0, process_request=market.process_request
+        ) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            host = Host(f"ws://127.0.0.1:{port}")
+            (plan,) = host.protocol.plan_connections()
+            settings = SlotSettings(
+                rotate_after_s=0.3, stale_after_s=5.0, backoff_base_s=0.05, backoff_cap_s=0.1
+            )
+            ticker = asyncio.ensure_future(market.run())
+            task = asyncio.ensure_future(ConnectionSlot(host, plan, settings).run())
+            deadline = time.monotonic() + 10
+            while not (market.attempts >= 3 and len(host.trades(host.conns[-1].conn_id)) > 20):
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "no replacement delivering"
+                await asyncio.sleep(0.01)
+            task.cancel()
+            ticker.cancel()
+            await asyncio.gather(task, ticker, return_exceptions=True)
+            for conn in host.conns:
+                await conn.close(0.5)
+        return host, task
+
+    host, task = asyncio.run(main())
+    assert task.cancelled(), "the slot ran until cancelled"
+    reasons = [d["reason"] for k, d in host.events if k == EventKind.DISCONNECT]
+    assert reasons[:1] == ["connect_failed"]
+    gaps = [o for o in host.outputs if isinstance(o, Event) and o.kind == EventKind.GAP]
+    assert gaps, "the old connection closed before any replacement: trades were lost"
+    rotations = [d for k, d in host.events if k == EventKind.ROTATION]
+    assert rotations[0]["old_closed_first"]
+
+
 def test_a_message_above_the_limit_fails_the_connection_and_the_slot_reconnects() -> None:
     """The documented error for a frame above ``max_size``: the connection fails with 1009, the
     loss is a DISCONNECT (reason close_1009) and the slot opens a replacement that delivers."""

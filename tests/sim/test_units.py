@@ -60,12 +60,15 @@ def test_fault_spec_parsing() -> None:
     assert parse_fault("duplicate,prob=0.5").count is None
     assert parse_fault("stall,duration=2").duration == 2
     assert parse_fault("reset,count=0").count is None
+    assert parse_fault("reset,conn=3").conn == 3
     for bad in (
         "nope",
         "duplicate,count=x",
         "duplicate,prob=2",
         "reset,foo=1",
         "reorder,variant=x",
+        "reset,conn=x",
+        "duplicate,conn=1",
     ):
         with pytest.raises(ValueError, match=r"."):
             parse_fault(bad)
@@ -186,3 +189,11 @@ def test_book_side_order() -> None:
     assert bids.top(2) == [(9, 90), (5, 50)]
     assert bids.top() == [(9, 90), (5, 50), (3, 30)]
     assert bids.at_depth(1) == 5
+
+
+def test_a_session_fault_fires_on_that_connection_only() -> None:
+    faults = FaultManager(1)
+    faults.arm(parse_fault("reset,conn=2"), 0.0)
+    assert faults.due_connection_faults(1, 0.0, set(), 1.0) == []
+    assert [s.kind for s in faults.due_connection_faults(2, 0.0, set(), 1.0)] == [FaultKind.RESET]
+    assert not faults.has_connection_faults

@@ -74,6 +74,19 @@ def test_a_full_feed(tmp_path: Path) -> None:
         ('venue = "deribit"\nsymbols = ["X"]\ndepth_speed = "100ms"\n',
          "depth_speed: not a setting of venue 'deribit'"),
         ('venue = "binance"\nsymbols = ["X"\n', "not valid TOML"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = 3\n',
+         "redundancy: expected 1 or 2, got 3"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = 0\n',
+         "redundancy: expected 1 or 2, got 0"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = "2"\n', "redundancy: expected int"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = true\n',
+         "redundancy: expected a number, got True"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = 2\nws_url_b = "http://b"\n',
+         "ws_url_b: expected a ws:// or wss:// URL, got 'http://b'"),
+        ('venue = "binance"\nsymbols = ["X"]\nredundancy = 2\nws_url_b = 5\n',
+         "ws_url_b: expected str"),
+        ('venue = "binance"\nsymbols = ["X"]\nws_url_b = "ws://b"\n',
+         "ws_url_b: only used with redundancy = 2"),
     ],
 )  # fmt: skip
 def test_bad_feed_files_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:
@@ -122,3 +135,15 @@ def test_depth_speed_defaults_to_100ms_and_compression_false_is_accepted(tmp_pat
         text = f'venue = "{venue}"\nsymbols = ["X"]\ncompression = false\n'
         feed = load_feed(load_config(_dir(tmp_path, f=text), {}), "f")
         assert feed.depth_speed == "100ms"
+
+
+def test_redundancy_defaults_to_1_and_leg_b_to_ws_url(tmp_path: Path) -> None:
+    config = load_config(_dir(tmp_path, f='venue = "binance"\nsymbols = ["X"]\n'), {})
+    feed = load_feed(config, "f")
+    assert (feed.redundancy, feed.ws_url_b) == (1, feed.ws_url)
+    text = 'venue = "binance"\nsymbols = ["X"]\nredundancy = 2\nws_url = "ws://a:1/"\n'
+    feed = load_feed(load_config(_dir(tmp_path, f=text), {}), "f")
+    assert (feed.redundancy, feed.ws_url, feed.ws_url_b) == (2, "ws://a:1", "ws://a:1")
+    text += 'ws_url_b = "wss://b.example:9443/"\n'
+    feed = load_feed(load_config(_dir(tmp_path, f=text), {}), "f")
+    assert feed.ws_url_b == "wss://b.example:9443"

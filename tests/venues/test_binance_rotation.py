@@ -82,8 +82,9 @@ def test_old_connection_lagging_behind_its_replacement_loses_nothing(lead: int) 
             schedule.append((new, n))
     for conn, frame in schedule:
         outputs += protocol.on_frame(conn, frame, 0)
-    # Once handed over, the old connection is ignored even before it closes.
-    assert protocol.on_frame(old, trade("AAAUSDT", 2000), 0) == [Dropped("retired_connection", 1)]
+    # Once the replacement joined, both are live until the old one closes: its copies of what
+    # was taken are duplicates.
+    assert protocol.on_frame(old, trade("AAAUSDT", 1039), 0) == [Dropped("duplicate_trade", 1)]
     outputs += protocol.on_disconnect(old, 0)
     assert sorted(_published(outputs)) == EXPECTED
     assert len(_published(outputs)) == len(set(_published(outputs))), "nothing twice"
@@ -149,10 +150,19 @@ def test_a_failed_replacement_leaves_the_old_connection_in_charge() -> None:
     assert [p[1] for p in _published(outputs)] == list(range(1001, 1008))
     again = protocol.plan_rotation(old)
     _ack(protocol, again)
-    assert protocol.on_frame(again.conn_id, trade("AAAUSDT", 1007), 0)[0] != Dropped(
-        "retired_connection", 1
-    )
+    assert protocol.on_frame(again.conn_id, trade("AAAUSDT", 1007), 0) == [
+        Dropped("duplicate_trade", 1)
+    ], "overlaps at once: joined, and its copy is a duplicate"
     protocol.on_disconnect(old, 0)
     assert _published(protocol.on_frame(again.conn_id, trade("AAAUSDT", 1008), 0)) == [
         ("trade", 1008)
     ]
+
+
+def test_after_a_failed_replacement_the_old_connection_can_be_replaced_once_closed() -> None:
+    protocol, old, new = _rotating()
+    assert protocol.on_disconnect(new, 0) == [], "forgotten: the old one keeps the streams"
+    out = protocol.on_disconnect(old, 0)
+    assert "Event:GAP" in kinds(out), "then it closed before any replacement: a loss"
+    again = protocol.plan_rotation(old)  # the old one is no longer retiring: still known
+    assert again.streams == protocol.plan_rotation(again.conn_id).streams

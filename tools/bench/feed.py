@@ -29,6 +29,11 @@ Measures, in one run on this machine:
    writer pinned; receive->commit at 10 k and 50 k msgs/s pinned, next to the stall floor;
    ``redundancy = 2`` (skipped until it exists). See `tools.bench.peers`; ``--compare-only``
    runs just this.
+7. ``--redundancy 2``: **redundant connections.** The section-1 workload with ``redundancy = 1``
+   and ``redundancy = 2`` (two connections per planned one, to the same simulator; each record
+   arrives twice and is published once), alternating 1, 2, 2, 1 with a fresh simulator each:
+   unique records published per second and per writer CPU-second, and the ratio 2 / 1 (M2-1
+   target >= 0.5). ``--redundancy-only`` runs just this.
 
 The message mix is reported as measured (depth / quotes / trades share of published records).
 
@@ -225,7 +230,9 @@ class Writer:
         return self.proc.returncode
 
 
-def start_writer(sim: Sim, symbols: list[str], raw: bool = True, cpu: int | None = None) -> Writer:
+def start_writer(
+    sim: Sim, symbols: list[str], raw: bool = True, cpu: int | None = None, redundancy: int = 1
+) -> Writer:
     root = Path(tempfile.mkdtemp(prefix="bench-feed-"))
     shm = Path(tempfile.mkdtemp(prefix="bench-feed-", dir="/dev/shm"))
     (root / "feeds").mkdir()
@@ -233,7 +240,8 @@ def start_writer(sim: Sim, symbols: list[str], raw: bool = True, cpu: int | None
     (root / "feeds" / f"{FEED}.toml").write_text(
         f'venue = "binance"\nsymbols = {json.dumps(symbols)}\nraw = {str(raw).lower()}\n'
         f'ws_url = "{sim.hello["ws_url"]}"\nrest_url = "{sim.hello["rest_url"]}"\n'
-        "snapshot_limit = 100\nring_scale = 2\n" + ("" if cpu is None else f"cpu = {cpu}\n")
+        f"snapshot_limit = 100\nring_scale = 2\nredundancy = {redundancy}\n"
+        + ("" if cpu is None else f"cpu = {cpu}\n")
     )
     env = {**os.environ, "CONSOLIDATOR_CONFIG_DIR": str(root)}
     proc = subprocess.Popen(
@@ -274,6 +282,8 @@ def writer_throughput(writer: Writer, seconds: float) -> dict[str, float]:
     return {
         "frames_per_s": frames / (t1 - t0),
         "frames_per_cpu_s": frames / cpu if cpu else 0.0,
+        "records_per_s": total / (t1 - t0),
+        "records_per_cpu_s": total / cpu if cpu else 0.0,
         "cpu_cores": cpu / (t1 - t0),
         "mix_depth": records["depth"] / total,
         "mix_quotes": records["quotes"] / total,
@@ -624,6 +634,52 @@ def readers_section(symbols: int, seconds: float, results: dict[str, Any]) -> No
             print_readers(r, symbols)
 
 
+# -- 6. redundant connections ------------------------------------------------------------------
+
+
+def redundancy_phase(symbols: int, seconds: float, redundancy: int) -> dict[str, float]:
+    """Section 1's writer at full rate with ``redundancy``, against a fresh simulator."""
+    sim = start_sim(symbols, "2000")  # every book takes its snapshot first, then full rate
+    try:
+        writer = start_writer(sim, list(sim.hello["symbols"]), redundancy=redundancy)
+        try:
+            synced = wait_synced(writer, symbols)
+            set_rate(sim, 0)
+            result = writer_throughput(writer, seconds)
+            result["books_synced"] = synced
+        finally:
+            writer.stop()
+            cleanup(writer)
+    finally:
+        sim.stop()
+    return result
+
+
+def redundancy_section(symbols: int, seconds: float, legs: int, results: dict[str, Any]) -> None:
+    """Section 6: unique records per second and per writer CPU-second, redundancy 1 vs ``legs``
+    (phases 1, N, N, 1: drift cancels)."""
+    print(f"\n6. Redundant connections: redundancy = 1 vs {legs} at full rate (phases 1/{legs}/"
+          f"{legs}/1, fresh simulator each)")  # fmt: skip
+    phases: dict[int, list[dict[str, float]]] = {1: [], legs: []}
+    for redundancy in (1, legs, legs, 1):
+        phases[redundancy].append(redundancy_phase(symbols, seconds, redundancy))
+    keys = ("records_per_s", "records_per_cpu_s", "frames_per_s", "cpu_cores", "books_synced")
+    mean = {r: {k: statistics.mean(p[k] for p in ps) for k in keys} for r, ps in phases.items()}
+    ratio = {k: mean[legs][k] / mean[1][k] if mean[1][k] else 0.0 for k in keys[:4]}
+    results["redundancy"] = {"phases": phases, "mean": mean, "ratio": ratio}
+    print("   redundancy   records/s  records/CPU-s    frames/s  writer cores  books synced")
+    for redundancy in (1, legs):
+        x = mean[redundancy]
+        print(f"   {redundancy:>10} {x['records_per_s']:>11,.0f} {x['records_per_cpu_s']:>14,.0f} "
+              f"{x['frames_per_s']:>11,.0f} {x['cpu_cores']:>13.2f} "
+              f"{x['books_synced']:>9.0f}/{symbols}")  # fmt: skip
+    x = ratio
+    verdict = "PASS" if x["records_per_cpu_s"] >= 0.5 else "FAIL"
+    print(f"   {'ratio':>10} {x['records_per_s']:>11.2f} {x['records_per_cpu_s']:>14.2f} "
+          f"{x['frames_per_s']:>11.2f} {x['cpu_cores']:>13.2f}   "
+          f"(records/CPU-s, target >= 0.5) {verdict}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
@@ -636,6 +692,13 @@ def main() -> None:
     parser.add_argument("--readers-only", action="store_true", help="only section 5 (readers)")
     parser.add_argument(
         "--compare-only", action="store_true", help="only section 6 (writer vs cryptofeed, picows)"
+    )
+    parser.add_argument(
+        "--redundancy", type=int, choices=(1, 2), default=1,
+        help="2: add section 7, redundancy = 1 vs 2",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redundancy-only", action="store_true", help="only section 7 (redundancy = 1 vs 2)"
     )
     parser.add_argument("--batch-reader", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -656,6 +719,11 @@ def main() -> None:
         return
     if args.readers_only:
         readers_section(args.symbols, seconds, results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
+    if args.redundancy_only:
+        redundancy_section(args.symbols, seconds, 2, results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return
@@ -760,6 +828,8 @@ def main() -> None:
     from tools.bench.peers import compare_section
 
     compare_section(args.symbols, seconds, args.quick, results)
+    if args.redundancy > 1:
+        redundancy_section(args.symbols, seconds, args.redundancy, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

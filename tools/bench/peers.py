@@ -28,8 +28,7 @@ Then receive->commit of the writer (pinned; the fast simulator on the other CPU,
 block of the events due sent when due, woken by a timerfd) at 10 k and 50 k events/s, median of
 three runs (one with ``--quick``), next to the machine's stall floor measured in the same run
 (`tools.bench.ring.run_stall_floor`: what a zero-cost transport would show given the CPUs'
-stalls). ``redundancy = 2`` is reported as
-skipped until the writer has it.
+stalls). ``redundancy = 2`` is section 7 of the feed benchmark (``--redundancy 2``).
 """
 
 from __future__ import annotations
@@ -343,9 +342,7 @@ def compare_section(symbols: int, seconds: float, quick: bool, results: dict[str
               f"(target >= 1.5) {'PASS' if per_cpu >= 1.5 else 'FAIL'}")  # fmt: skip
     else:
         print("   writer / cryptofeed: not measured (cryptofeed unavailable)")
-    print("   redundancy = 2: SKIPPED (not implemented in the writer yet; target >= 0.5x the "
-          "single-connection rate)")  # fmt: skip
-    rows["redundancy_2"] = "skipped: not implemented"
+    print("   redundancy = 2: see section 7 (tools.bench.feed --redundancy 2)")
 
     repeats = 1 if quick else 3
     print(f"\n   Receive->commit, writer pinned (CPU {pair[1]}), fast simulator paced, each block "
