@@ -45,17 +45,20 @@ def test_drop_depth_gap_then_resync(venue: Venue) -> None:
     usdm = venue is Venue.USDM
 
     async def scenario() -> None:
-        config = _cfg(venue=venue, faults=(parse_fault("drop-depth:BTCUSDT,after=0.5"),))
-        async with running_sim(config) as sim:
+        async with running_sim(_cfg(venue=venue)) as sim:
             books = books_for(sim, ["BTCUSDT", "ETHUSDT"], usdm)
             route = "/public" if usdm else ""
             url = f"{sim.ws_url}{route}/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
             async with connect(url) as ws:
                 reader = asyncio.create_task(consume_depth(ws, books))
-                # The drop (0.5 s in) seen as a gap and BTCUSDT synced again; ETHUSDT synced.
+                # Armed once both books are synced (armed with the simulator, 0.5 s in, the drop
+                # could come before a slow client had a book to see the gap in).
                 await async_wait_until(
-                    lambda: books["BTCUSDT"].syncs >= 2 and books["ETHUSDT"].syncs >= 1,
-                    what="the gap and the resync",
+                    lambda: all(b.syncs >= 1 for b in books.values()), what="both books synced"
+                )
+                await control(sim.rest_url, action="fault", spec="drop-depth:BTCUSDT,after=0.5")
+                await async_wait_until(  # the drop seen as a gap, and BTCUSDT synced again
+                    lambda: books["BTCUSDT"].syncs >= 2, what="the gap and the resync"
                 )
                 await checkpoint(sim, books)
                 reader.cancel()
@@ -171,8 +174,9 @@ def test_connection_fault_after_delay_from_cli_spec() -> None:
                 # side's open, which a loaded loop may reach well before connect() returns.
                 start = loop.time()
                 ws = await connect(f"{sim.ws_url}/ws/btcusdt@bookTicker")
+                connected = loop.time()
                 try:
-                    while loop.time() - start < 3.0:  # the reset is due at 0.3 s: generous
+                    while loop.time() - connected < 3.0:  # the reset is due at 0.3 s: generous
                         await asyncio.wait_for(ws.recv(), 10)
                     await ws.close()
                     survived.append(True)
